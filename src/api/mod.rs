@@ -1,0 +1,308 @@
+//! The gRPC API: validates requests, runs the application off the async
+//! executor and converts the answers. The only module that knows both the
+//! generated types and the core's.
+
+mod convert;
+mod page_token;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_types::{ErrorDetails, StatusExt};
+use tracing::{Instrument, debug, info_span};
+
+use crate::app::{App, AppError, namespace_or_default, validate_namespace};
+use crate::core::types::{StoryOrder, StoryQuery};
+use crate::pb;
+use crate::pb::dedup_service_server::DedupService;
+
+pub use convert::{millis, timestamp};
+
+/// Limits applied to requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The most headlines in one Ingest, IngestStream batch or ClusterBatch.
+    pub max_batch: usize,
+}
+
+/// Default page size of ListStories.
+const DEFAULT_PAGE_SIZE: usize = 50;
+/// Largest page size of ListStories.
+const MAX_PAGE_SIZE: usize = 1000;
+/// Default and largest candidate count of Match.
+const DEFAULT_CANDIDATES: usize = 10;
+const MAX_CANDIDATES: usize = 100;
+/// Responses buffered per IngestStream before the stream stops reading.
+const STREAM_BUFFER: usize = 4;
+
+/// The `DedupService` implementation.
+#[derive(Debug, Clone)]
+pub struct DedupApi {
+    app: Arc<App>,
+    limits: Limits,
+}
+
+impl DedupApi {
+    /// Serves `app` with `limits`.
+    pub fn new(app: Arc<App>, limits: Limits) -> Self {
+        Self { app, limits }
+    }
+}
+
+impl From<AppError> for Status {
+    fn from(error: AppError) -> Self {
+        let message = error.to_string();
+        match error {
+            AppError::InvalidArgument { field, reason } => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request_violation(field, reason),
+            ),
+            AppError::NamespaceNotFound(_) | AppError::StoryNotFound(_) | AppError::HeadlineNotFound(_) => {
+                Status::not_found(message)
+            }
+            AppError::Internal(_) => Status::internal(message),
+        }
+    }
+}
+
+/// Runs blocking application work on the blocking pool. If the caller goes
+/// away (deadline, cancellation) the work still completes, so a batch is
+/// applied whole or not at all.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, AppError> + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(Status::from)
+}
+
+impl DedupApi {
+    /// Validates and applies one ingest batch.
+    async fn ingest_batch(
+        &self,
+        namespace: String,
+        headlines: Vec<pb::Headline>,
+    ) -> Result<Vec<pb::Assignment>, Status> {
+        let namespace = namespace_or_default(&namespace)?.to_owned();
+        convert::check_batch(headlines.len(), self.limits.max_batch)?;
+        let app = Arc::clone(&self.app);
+        let span = info_span!("ingest", namespace = %namespace, batch = headlines.len());
+        async move {
+            let assignments = blocking(move || {
+                let items = convert::headlines(&headlines, convert::now_millis());
+                let results = app.ingest(&namespace, items)?;
+                Ok(convert::assignments(&headlines, &results))
+            })
+            .await?;
+            debug!(rejected = assignments.iter().filter(|a| a.error.is_some()).count(), "batch ingested");
+            Ok(assignments)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+type IngestStreamResponseStream = Pin<Box<dyn Stream<Item = Result<pb::IngestStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DedupService for DedupApi {
+    async fn ingest(&self, request: Request<pb::IngestRequest>) -> Result<Response<pb::IngestResponse>, Status> {
+        let pb::IngestRequest { namespace, headlines } = request.into_inner();
+        let assignments = self.ingest_batch(namespace, headlines).await?;
+        Ok(Response::new(pb::IngestResponse { assignments }))
+    }
+
+    type IngestStreamStream = IngestStreamResponseStream;
+
+    async fn ingest_stream(
+        &self,
+        request: Request<Streaming<pb::IngestStreamRequest>>,
+    ) -> Result<Response<Self::IngestStreamStream>, Status> {
+        let mut input = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let api = self.clone();
+        tokio::spawn(async move {
+            while let Some(message) = input.next().await {
+                let reply = match message {
+                    Ok(batch) => api
+                        .ingest_batch(batch.namespace, batch.headlines)
+                        .await
+                        .map(|assignments| pb::IngestStreamResponse { batch_id: batch.batch_id, assignments }),
+                    Err(status) => Err(status),
+                };
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn r#match(&self, request: Request<pb::MatchRequest>) -> Result<Response<pb::MatchResponse>, Status> {
+        let pb::MatchRequest { namespace, headline, max_candidates } = request.into_inner();
+        let namespace = namespace_or_default(&namespace)?.to_owned();
+        let headline = headline.ok_or_else(|| AppError::invalid("headline", "headline is required"))?;
+        let parsed = convert::headline(&headline, convert::now_millis(), false)
+            .map_err(|e| AppError::invalid(format!("headline.{}", e.field), e.reason))?;
+        let max = match max_candidates as usize {
+            0 => DEFAULT_CANDIDATES,
+            n => n.min(MAX_CANDIDATES),
+        };
+        let app = Arc::clone(&self.app);
+        let (assignment, candidates) = blocking(move || app.match_headline(&namespace, &parsed, max)).await?;
+        let mut assignment = convert::assignment(0, &headline.id, &Ok(assignment));
+        if assignment.kind == i32::from(pb::MatchKind::NewStory) {
+            assignment.story_id.clear();
+        }
+        Ok(Response::new(pb::MatchResponse {
+            assignment: Some(assignment),
+            candidates: candidates.iter().map(convert::candidate).collect(),
+        }))
+    }
+
+    async fn cluster_batch(
+        &self,
+        request: Request<pb::ClusterBatchRequest>,
+    ) -> Result<Response<pb::ClusterBatchResponse>, Status> {
+        let pb::ClusterBatchRequest { namespace, headlines } = request.into_inner();
+        let namespace = namespace_or_default(&namespace)?.to_owned();
+        convert::check_batch(headlines.len(), self.limits.max_batch)?;
+        let app = Arc::clone(&self.app);
+        let response = blocking(move || {
+            let items = convert::headlines(&headlines, convert::now_millis());
+            let (results, stories) = app.cluster_batch(&namespace, items);
+            Ok(pb::ClusterBatchResponse {
+                assignments: convert::assignments(&headlines, &results),
+                stories: stories.iter().map(convert::story).collect(),
+            })
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_headline(
+        &self,
+        request: Request<pb::GetHeadlineRequest>,
+    ) -> Result<Response<pb::GetHeadlineResponse>, Status> {
+        let pb::GetHeadlineRequest { namespace, id } = request.into_inner();
+        let namespace = namespace_or_default(&namespace)?.to_owned();
+        if id.trim().is_empty() {
+            return Err(AppError::invalid("id", "id is required").into());
+        }
+        let app = Arc::clone(&self.app);
+        let stored = blocking(move || app.headline(&namespace, id.trim())).await?;
+        Ok(Response::new(pb::GetHeadlineResponse {
+            headline: Some(convert::stored_headline(&stored.headline)),
+            story_id: stored.story_id.to_string(),
+            kind: convert::kind(stored.kind).into(),
+            matched_headline_id: stored.matched_headline_id.unwrap_or_default(),
+            similarity: convert::score(stored.similarity),
+        }))
+    }
+
+    async fn get_story(&self, request: Request<pb::GetStoryRequest>) -> Result<Response<pb::GetStoryResponse>, Status> {
+        let pb::GetStoryRequest { namespace, story_id } = request.into_inner();
+        let namespace = namespace_or_default(&namespace)?.to_owned();
+        if story_id.trim().is_empty() {
+            return Err(AppError::invalid("story_id", "story_id is required").into());
+        }
+        let app = Arc::clone(&self.app);
+        let story = blocking(move || app.story(&namespace, story_id.trim())).await?;
+        Ok(Response::new(pb::GetStoryResponse { story: Some(convert::story(&story)) }))
+    }
+
+    async fn list_stories(
+        &self,
+        request: Request<pb::ListStoriesRequest>,
+    ) -> Result<Response<pb::ListStoriesResponse>, Status> {
+        let request = request.into_inner();
+        let namespace = namespace_or_default(&request.namespace)?.to_owned();
+        let time = |ts: &Option<prost_types::Timestamp>, field: &str| {
+            ts.as_ref().map(|t| convert::millis(t).map_err(|reason| AppError::invalid(field, reason))).transpose()
+        };
+        let order = match pb::StoryOrder::try_from(request.order) {
+            Ok(pb::StoryOrder::Size) => StoryOrder::Size,
+            Ok(pb::StoryOrder::Recency | pb::StoryOrder::Unspecified) => StoryOrder::Recency,
+            Err(_) => return Err(AppError::invalid("order", format!("unknown order {}", request.order)).into()),
+        };
+        let limit = match request.page_size as usize {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let mut query = StoryQuery {
+            start: time(&request.start_time, "start_time")?,
+            end: time(&request.end_time, "end_time")?,
+            min_size: request.min_size as usize,
+            order,
+            limit,
+            after: None,
+        };
+        let fingerprint = page_token::fingerprint(&namespace, &query);
+        if !request.page_token.is_empty() {
+            query.after = Some(page_token::decode(&request.page_token, fingerprint)?);
+        }
+        let app = Arc::clone(&self.app);
+        let (stories, next) = blocking(move || app.list_stories(&namespace, &query)).await?;
+        Ok(Response::new(pb::ListStoriesResponse {
+            stories: stories.iter().map(convert::story).collect(),
+            next_page_token: next.map(|c| page_token::encode(&c, fingerprint)).unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_headlines(
+        &self,
+        request: Request<pb::DeleteHeadlinesRequest>,
+    ) -> Result<Response<pb::DeleteHeadlinesResponse>, Status> {
+        let pb::DeleteHeadlinesRequest { namespace, ids } = request.into_inner();
+        let namespace = namespace_or_default(&namespace)?.to_owned();
+        if ids.is_empty() {
+            return Err(AppError::invalid("ids", "at least one id is required").into());
+        }
+        if ids.len() > self.limits.max_batch {
+            return Err(AppError::invalid("ids", format!("at most {} ids per request", self.limits.max_batch)).into());
+        }
+        if let Some(i) = ids.iter().position(|id| id.trim().is_empty()) {
+            return Err(AppError::invalid(format!("ids[{i}]"), "ids must not be blank").into());
+        }
+        let app = Arc::clone(&self.app);
+        let (deleted, not_found_ids) = blocking(move || app.delete(&namespace, &ids)).await?;
+        Ok(Response::new(pb::DeleteHeadlinesResponse {
+            deleted_count: u32::try_from(deleted).unwrap_or(u32::MAX),
+            not_found_ids,
+        }))
+    }
+
+    async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let namespace = request.into_inner().namespace;
+        let only = if namespace.is_empty() {
+            None
+        } else {
+            validate_namespace(&namespace)?;
+            Some(namespace)
+        };
+        let app = Arc::clone(&self.app);
+        let stats = blocking(move || app.stats(only.as_deref())).await?;
+        Ok(Response::new(pb::GetStatsResponse {
+            namespaces: stats
+                .into_iter()
+                .map(|(namespace, s)| pb::NamespaceStats {
+                    namespace,
+                    headlines: s.headlines,
+                    stories: s.stories,
+                    indexed_vectors: s.indexed_vectors,
+                    new_stories: s.new_stories,
+                    exact_duplicates: s.exact_duplicates,
+                    near_duplicates: s.near_duplicates,
+                    same_story: s.same_story,
+                    merges: s.merges,
+                    embedder: s.embedder,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,280 @@
+//! The application: namespaces, each with its own engine and settings, and
+//! the operations the API exposes. Synchronous and free of gRPC types; the
+//! API layer runs these calls off the async executor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use crate::core::embed::{StaticModel, embedder_for};
+use crate::core::engine::Engine;
+use crate::core::settings::Settings;
+use crate::core::types::{
+    Assignment, Candidate, Headline, ItemError, Stats, StoredHeadline, StoryCursor, StoryId, StoryQuery, StoryView,
+};
+
+/// The namespace used when a request names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Errors of the application layer. The API maps each to a gRPC status.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AppError {
+    /// A request field is malformed.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The field path.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The namespace has never been written to.
+    #[error("namespace {0:?} not found")]
+    NamespaceNotFound(String),
+    /// No such story (or it lost all its members).
+    #[error("story {0:?} not found")]
+    StoryNotFound(String),
+    /// No such headline.
+    #[error("headline {0:?} not found")]
+    HeadlineNotFound(String),
+    /// A lock was poisoned by a panic in another request.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// An invalid field.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument { field: field.into(), reason: reason.into() }
+    }
+}
+
+/// Per-namespace settings: defaults plus overrides by namespace name.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsBook {
+    defaults: Settings,
+    overrides: BTreeMap<String, Settings>,
+}
+
+impl SettingsBook {
+    /// Parses `key=value` (all namespaces) and `namespace.key=value` (one
+    /// namespace) assignments, in order.
+    pub fn parse<'a>(specs: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut book = Self::default();
+        let mut scoped: Vec<(&str, &str)> = Vec::new();
+        for spec in specs {
+            let (key, _) = spec.split_once('=').ok_or_else(|| format!("{spec:?} is not of the form key=value"))?;
+            match key.split_once('.') {
+                Some((namespace, _)) => {
+                    validate_namespace(namespace).map_err(|e| e.to_string())?;
+                    scoped.push((namespace, &spec[namespace.len() + 1..]));
+                }
+                None => book.defaults.apply_all([spec])?,
+            }
+        }
+        for (namespace, spec) in scoped {
+            let settings = book.overrides.entry(namespace.to_owned()).or_insert_with(|| book.defaults.clone());
+            settings.apply_all([spec]).map_err(|e| format!("{namespace}.{e}"))?;
+        }
+        Ok(book)
+    }
+
+    /// The settings of a namespace.
+    pub fn get(&self, namespace: &str) -> &Settings {
+        self.overrides.get(namespace).unwrap_or(&self.defaults)
+    }
+}
+
+/// Checks a namespace name: 1 to 64 of `a-z 0-9 _ -`.
+pub fn validate_namespace(name: &str) -> Result<(), AppError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok { Ok(()) } else { Err(AppError::invalid("namespace", "must be 1 to 64 characters of a-z, 0-9, '_' and '-'")) }
+}
+
+/// The namespace a request names ("" is the default one).
+pub fn namespace_or_default(name: &str) -> Result<&str, AppError> {
+    if name.is_empty() {
+        return Ok(DEFAULT_NAMESPACE);
+    }
+    validate_namespace(name)?;
+    Ok(name)
+}
+
+/// All namespaces.
+pub struct App {
+    model: Arc<StaticModel>,
+    settings: SettingsBook,
+    namespaces: RwLock<HashMap<String, Arc<Mutex<Engine>>>>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+fn poisoned<T>(_: T) -> AppError {
+    AppError::Internal("a previous request failed while holding the namespace lock".into())
+}
+
+impl App {
+    /// An empty application.
+    pub fn new(model: Arc<StaticModel>, settings: SettingsBook) -> Self {
+        Self { model, settings, namespaces: RwLock::new(HashMap::new()) }
+    }
+
+    fn new_engine(&self, namespace: &str) -> Engine {
+        let settings = self.settings.get(namespace).clone();
+        let embedder = embedder_for(&settings, &self.model);
+        Engine::new(settings, embedder)
+    }
+
+    fn engine(&self, namespace: &str) -> Result<Arc<Mutex<Engine>>, AppError> {
+        let map = self.namespaces.read().map_err(poisoned)?;
+        map.get(namespace).cloned().ok_or_else(|| AppError::NamespaceNotFound(namespace.to_owned()))
+    }
+
+    fn engine_or_create(&self, namespace: &str) -> Result<Arc<Mutex<Engine>>, AppError> {
+        if let Ok(engine) = self.engine(namespace) {
+            return Ok(engine);
+        }
+        let mut map = self.namespaces.write().map_err(poisoned)?;
+        let engine =
+            map.entry(namespace.to_owned()).or_insert_with(|| Arc::new(Mutex::new(self.new_engine(namespace))));
+        Ok(Arc::clone(engine))
+    }
+
+    fn lock(engine: &Mutex<Engine>) -> Result<MutexGuard<'_, Engine>, AppError> {
+        engine.lock().map_err(poisoned)
+    }
+
+    /// Assigns and stores a batch (creating the namespace if needed).
+    pub fn ingest(
+        &self,
+        namespace: &str,
+        items: Vec<Result<Headline, ItemError>>,
+    ) -> Result<Vec<Result<Assignment, ItemError>>, AppError> {
+        let engine = self.engine_or_create(namespace)?;
+        let mut engine = Self::lock(&engine)?;
+        Ok(engine.ingest(items))
+    }
+
+    /// The assignment a headline would get; nothing changes. A namespace
+    /// that does not exist yet answers as an empty one would.
+    pub fn match_headline(
+        &self,
+        namespace: &str,
+        headline: &Headline,
+        max_candidates: usize,
+    ) -> Result<(Assignment, Vec<Candidate>), AppError> {
+        match self.engine(namespace) {
+            Ok(engine) => Ok(Self::lock(&engine)?.match_headline(headline, max_candidates)),
+            Err(AppError::NamespaceNotFound(_)) => {
+                Ok(self.new_engine(namespace).match_headline(headline, max_candidates))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Clusters a batch among itself with the namespace's settings, storing
+    /// nothing. Returns the assignments and the stories, largest first.
+    pub fn cluster_batch(
+        &self,
+        namespace: &str,
+        items: Vec<Result<Headline, ItemError>>,
+    ) -> (Vec<Result<Assignment, ItemError>>, Vec<StoryView>) {
+        let mut engine = self.new_engine(namespace);
+        let assignments = engine.ingest(items);
+        let query = StoryQuery {
+            start: None,
+            end: None,
+            min_size: 1,
+            order: crate::core::types::StoryOrder::Size,
+            limit: usize::MAX,
+            after: None,
+        };
+        let (stories, _) = engine.list_stories(&query);
+        let stories = stories.into_iter().filter_map(|s| engine.story(s.id)).collect();
+        (assignments, stories)
+    }
+
+    /// A stored headline.
+    pub fn headline(&self, namespace: &str, id: &str) -> Result<StoredHeadline, AppError> {
+        let engine = self.engine(namespace)?;
+        let engine = Self::lock(&engine)?;
+        engine.headline(id).ok_or_else(|| AppError::HeadlineNotFound(id.to_owned()))
+    }
+
+    /// A story with its members.
+    pub fn story(&self, namespace: &str, id: &str) -> Result<StoryView, AppError> {
+        let engine = self.engine(namespace)?;
+        let engine = Self::lock(&engine)?;
+        let story_id: StoryId = id.parse().map_err(|()| AppError::StoryNotFound(id.to_owned()))?;
+        engine.story(story_id).ok_or_else(|| AppError::StoryNotFound(id.to_owned()))
+    }
+
+    /// One page of stories.
+    pub fn list_stories(
+        &self,
+        namespace: &str,
+        query: &StoryQuery,
+    ) -> Result<(Vec<StoryView>, Option<StoryCursor>), AppError> {
+        let engine = self.engine(namespace)?;
+        let engine = Self::lock(&engine)?;
+        Ok(engine.list_stories(query))
+    }
+
+    /// Deletes headlines; returns the count deleted and the ids not found.
+    pub fn delete(&self, namespace: &str, ids: &[String]) -> Result<(usize, Vec<String>), AppError> {
+        let engine = self.engine(namespace)?;
+        let mut engine = Self::lock(&engine)?;
+        Ok(engine.delete(ids))
+    }
+
+    /// Counters of one namespace, or of all (by name) when `namespace` is
+    /// `None`.
+    pub fn stats(&self, namespace: Option<&str>) -> Result<Vec<(String, Stats)>, AppError> {
+        let names: Vec<String> = match namespace {
+            Some(name) => vec![name.to_owned()],
+            None => {
+                let mut names: Vec<String> = self.namespaces.read().map_err(poisoned)?.keys().cloned().collect();
+                names.sort();
+                names
+            }
+        };
+        names
+            .into_iter()
+            .map(|name| {
+                let engine = self.engine(&name)?;
+                let stats = Self::lock(&engine)?.stats();
+                Ok((name, stats))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_apply_to_all_or_one_namespace() {
+        let book = SettingsBook::parse(["story_threshold=0.4", "fr.story_threshold=0.5", "fr.embedder=lexical"])
+            .expect("valid settings");
+        assert_eq!(book.get("default").story_threshold, 0.4);
+        assert_eq!(book.get("fr").story_threshold, 0.5);
+        assert_eq!(book.get("fr").embedder.name(), "lexical");
+        assert!(SettingsBook::parse(["story_threshold=1.5"]).is_err());
+        assert!(SettingsBook::parse(["Bad Name.story_threshold=0.5"]).is_err());
+        assert!(SettingsBook::parse(["nonsense"]).is_err());
+    }
+
+    #[test]
+    fn namespace_names_are_checked() {
+        assert_eq!(namespace_or_default(""), Ok(DEFAULT_NAMESPACE));
+        assert_eq!(namespace_or_default("news-fr_2"), Ok("news-fr_2"));
+        for bad in ["News", "a b", "x".repeat(65).as_str(), "é"] {
+            assert!(namespace_or_default(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The command line: every flag, its environment variable and its default.
+//! `--help` is generated from the doc comments here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::eval::Order;
+
+/// Deduplicates news headlines and clusters them into stories, over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "headline-dedup", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC service.
+    Serve(ServeArgs),
+    /// Exit 0 if the service at --addr reports SERVING, 1 otherwise (for
+    /// container health checks).
+    Healthcheck(HealthcheckArgs),
+    /// Cluster a labelled headline file in-process and write predictions for
+    /// score.py.
+    Eval(EvalArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for gRPC (use 0.0.0.0:50051 in a container).
+    #[arg(long, env = "HEADLINE_DEDUP_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Directory that holds the durable state.
+    #[arg(long, env = "HEADLINE_DEDUP_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Keep everything in memory and nothing on disk (tests, one-off batch
+    /// work); --data-dir is then ignored.
+    #[arg(long, env = "HEADLINE_DEDUP_IN_MEMORY")]
+    pub in_memory: bool,
+    /// Most headlines per Ingest request, IngestStream batch or ClusterBatch.
+    #[arg(long, env = "HEADLINE_DEDUP_MAX_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_batch: u32,
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "HEADLINE_DEDUP_MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_message_bytes: u32,
+    /// Seconds that in-flight calls may run after SIGTERM before the
+    /// process exits.
+    #[arg(long, env = "HEADLINE_DEDUP_GRACE_PERIOD", default_value_t = 10)]
+    pub grace_period: u64,
+    /// Clustering settings, as key=value for every namespace or
+    /// namespace.key=value for one (repeat the flag, or separate with
+    /// commas in the variable). Keys: embedder (lexical|semantic|mixed),
+    /// semantic_weight, lexical_dim, idf_power, near_vector_threshold,
+    /// near_string_threshold, story_threshold, merge_threshold,
+    /// story_window_hours, candidates.
+    #[arg(long = "set", env = "HEADLINE_DEDUP_SETTINGS", value_delimiter = ',')]
+    pub settings: Vec<String>,
+    /// Log format (the filter comes from RUST_LOG, default "info").
+    #[arg(long, env = "HEADLINE_DEDUP_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// `healthcheck` options.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Address of the service.
+    #[arg(long, env = "HEADLINE_DEDUP_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout: u64,
+}
+
+/// `eval` options.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Labelled headline file (JSON lines; .gz and .zst are decompressed).
+    pub gold: PathBuf,
+    /// Replay order: file order, or shuffled within each day with every
+    /// time set to noon (for the UCI set, whose times leak the labels).
+    #[arg(long, value_enum, default_value = "file")]
+    pub order: Order,
+    /// Where to write the {"id","cluster"} predictions.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Headlines per ingest batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Only headlines published on or after this day (YYYY-MM-DD).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only headlines published before this day (YYYY-MM-DD).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Also write the gold rows that were evaluated, for score.py.
+    #[arg(long)]
+    pub gold_out: Option<PathBuf>,
+    /// Clustering settings, key=value (as for serve).
+    #[arg(long = "set", value_delimiter = ',')]
+    pub settings: Vec<String>,
+}

@@ -1,0 +1,134 @@
+//! Text comparisons behind the near-duplicate tier: string similarity of
+//! normalised texts, and the veto that keeps templated headlines apart
+//! ("Trump wins Ohio" is not "Trump wins Iowa").
+
+/// Normalised Levenshtein similarity of two normalised texts, in `[0, 1]`.
+/// A truncated headline that is a word-prefix of the other (`Fed official
+/// says weak data...`) counts as the length of the shorter one.
+pub fn string_similarity(a: &str, b: &str) -> f32 {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if short.split(' ').count() >= 5 && long.starts_with(short) && long[short.len()..].starts_with(' ') {
+        return 1.0;
+    }
+    strsim::normalized_levenshtein(a, b) as f32
+}
+
+/// Why two similar headlines must not be called near-duplicates, if they
+/// must not: a number that appears in only one of them, or a content word
+/// replaced by an unrelated one (a different name, place or verb).
+pub fn near_duplicate_veto(a: &str, b: &str) -> Option<&'static str> {
+    let a: Vec<&str> = a.split(' ').filter(|t| !t.is_empty()).collect();
+    let b: Vec<&str> = b.split(' ').filter(|t| !t.is_empty()).collect();
+    let numbers = |words: &[&str]| -> Vec<String> {
+        let mut n: Vec<String> =
+            words.iter().filter(|w| w.bytes().any(|c| c.is_ascii_digit())).map(|w| w.to_string()).collect();
+        n.sort();
+        n
+    };
+    if numbers(&a) != numbers(&b) {
+        return Some("numbers differ");
+    }
+    for (removed, added) in replaced_runs(&a, &b) {
+        let removed: Vec<&str> = removed.into_iter().filter(|w| !is_stopword(w)).collect();
+        let added: Vec<&str> = added.into_iter().filter(|w| !is_stopword(w)).collect();
+        let unrelated = removed.iter().any(|r| !added.iter().any(|a| is_variant(r, a)));
+        if !removed.is_empty() && !added.is_empty() && unrelated {
+            return Some("a word was replaced by an unrelated word");
+        }
+    }
+    None
+}
+
+/// The places where `b` replaces words of `a`: pairs of (words only in `a`,
+/// words only in `b`) between two common words of a longest common
+/// subsequence. Pure insertions or deletions are not replacements.
+fn replaced_runs<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<(Vec<&'a str>, Vec<&'a str>)> {
+    let (n, m) = (a.len(), b.len());
+    // lcs[i][j] = LCS length of a[i..] and b[j..].
+    let mut lcs = vec![vec![0u16; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut runs = Vec::new();
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    while i < n || j < m {
+        if i < n && j < m && a[i] == b[j] {
+            if !removed.is_empty() || !added.is_empty() {
+                runs.push((std::mem::take(&mut removed), std::mem::take(&mut added)));
+            }
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            added.push(b[j]);
+            j += 1;
+        } else {
+            removed.push(a[i]);
+            i += 1;
+        }
+    }
+    if !removed.is_empty() || !added.is_empty() {
+        runs.push((removed, added));
+    }
+    runs.retain(|(r, a)| !r.is_empty() && !a.is_empty());
+    runs
+}
+
+/// Two forms of one word: a shared stem of at least four letters
+/// (`northern`/`north`), a word and its extension (`fed`/`feds`), or a
+/// one-letter typo.
+fn is_variant(a: &str, b: &str) -> bool {
+    let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    let shorter = a.chars().count().min(b.chars().count());
+    common >= 4 || (common >= 3 && common == shorter) || (shorter >= 4 && strsim::levenshtein(a, b) <= 1)
+}
+
+/// Function words whose replacement does not change the story.
+fn is_stopword(word: &str) -> bool {
+    const STOPWORDS: [&str; 44] = [
+        "a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "for", "from", "by", "with", "as", "is",
+        "are", "was", "were", "be", "been", "it", "its", "this", "that", "these", "those", "has", "have", "had",
+        "will", "would", "can", "could", "may", "might", "after", "over", "into", "about", "up", "out", "s",
+    ];
+    STOPWORDS.contains(&word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::normalize::normalize;
+
+    fn veto(a: &str, b: &str) -> Option<&'static str> {
+        near_duplicate_veto(&normalize(a, None).text, &normalize(b, None).text)
+    }
+
+    #[test]
+    fn templated_headlines_are_vetoed() {
+        assert!(veto("Trump wins Ohio", "Trump wins Iowa").is_some());
+        assert!(veto("Dow rises 100 points", "Dow rises 120 points").is_some());
+        assert!(veto("Fed raises rates", "Fed raises rates by 0.25%").is_some());
+    }
+
+    #[test]
+    fn light_edits_are_not_vetoed() {
+        assert_eq!(
+            veto(
+                "PKK says withdrawing all forces from Turkey to northern Iraq",
+                "Kurdish PKK says withdrawing all forces from Turkey to north Iraq"
+            ),
+            None
+        );
+        assert_eq!(veto("Apple unveils the new iPhone", "Apple unveils new iPhone"), None);
+        assert_eq!(veto("Fed's Plosser sees high bar", "Feds Plosser sees a high bar"), None);
+    }
+
+    #[test]
+    fn similarity_treats_truncation_as_a_copy() {
+        let full = normalize("Fed official says weak data caused by weather, should not slow taper", None);
+        let cut = normalize("Fed official says weak data caused by...", None);
+        assert_eq!(string_similarity(&full.text, &cut.text), 1.0);
+        assert!(string_similarity("fed raises rates", "cat up tree") < 0.5);
+    }
+}

@@ -1,0 +1,199 @@
+//! Embedders: a normalised headline in, an L2-normalised vector out.
+//!
+//! Three kinds sit behind one trait: a lexical one (hashed word and character
+//! n-grams), a semantic static model (token vectors, pooled) and a mix of the
+//! two. All of them weight words by the namespace's [`TermStats`], an online
+//! inverse document frequency, so that words every headline of a feed shares
+//! ("iraq" in an Iraq feed) count for little.
+
+mod lexical;
+mod static_model;
+
+pub use lexical::LexicalEmbedder;
+pub use static_model::{SemanticEmbedder, StaticModel, StaticModelError};
+
+use std::sync::Arc;
+
+use crate::core::normalize::{Normalized, stable_hash};
+use crate::core::settings::{EmbedderKind, Settings};
+
+/// Turns a normalised headline into a unit vector of a fixed dimension.
+pub trait Embedder: Send + Sync {
+    /// The vector dimension.
+    fn dim(&self) -> usize;
+    /// Writes the L2-normalised vector of `text` into `out` (`out.len() ==
+    /// self.dim()`). A text with no known features gives the zero vector.
+    fn embed(&self, text: &Normalized, terms: &TermStats, out: &mut [f32]);
+}
+
+/// The embedder that `settings` ask for, on top of the shared static model.
+pub fn embedder_for(settings: &Settings, model: &Arc<StaticModel>) -> Arc<dyn Embedder> {
+    let semantic = || SemanticEmbedder::new(Arc::clone(model), settings.idf_power);
+    let lexical = || LexicalEmbedder::new(settings.lexical_dim);
+    match settings.embedder {
+        EmbedderKind::Lexical => Arc::new(lexical()),
+        EmbedderKind::Semantic => Arc::new(semantic()),
+        EmbedderKind::Mixed => Arc::new(MixedEmbedder::new(semantic(), lexical(), settings.semantic_weight)),
+    }
+}
+
+/// Concatenates a semantic and a lexical embedding, weighted so that the
+/// cosine of two mixed vectors is `w * semantic + (1 - w) * lexical`.
+pub struct MixedEmbedder {
+    semantic: SemanticEmbedder,
+    lexical: LexicalEmbedder,
+    semantic_weight: f32,
+}
+
+impl MixedEmbedder {
+    /// Mixes with `semantic_weight` in `[0, 1]`.
+    pub fn new(semantic: SemanticEmbedder, lexical: LexicalEmbedder, semantic_weight: f32) -> Self {
+        Self { semantic, lexical, semantic_weight: semantic_weight.clamp(0.0, 1.0) }
+    }
+}
+
+impl Embedder for MixedEmbedder {
+    fn dim(&self) -> usize {
+        self.semantic.dim() + self.lexical.dim()
+    }
+
+    fn embed(&self, text: &Normalized, terms: &TermStats, out: &mut [f32]) {
+        let (sem, lex) = out.split_at_mut(self.semantic.dim());
+        self.semantic.embed(text, terms, sem);
+        self.lexical.embed(text, terms, lex);
+        scale(sem, self.semantic_weight.sqrt());
+        scale(lex, (1.0 - self.semantic_weight).sqrt());
+        normalize_l2(out);
+    }
+}
+
+/// Online document frequencies of words, hashed into a fixed table. Counts
+/// only grow with new wordings and shrink when headlines leave.
+#[derive(Debug, Clone)]
+pub struct TermStats {
+    counts: Vec<u32>,
+    docs: u64,
+}
+
+const TERM_BUCKETS: usize = 1 << 20;
+
+impl Default for TermStats {
+    fn default() -> Self {
+        Self { counts: vec![0; TERM_BUCKETS], docs: 0 }
+    }
+}
+
+impl TermStats {
+    fn bucket(word: &str) -> usize {
+        // The table size is a power of two, so the mask keeps the index in range.
+        (stable_hash(word.as_bytes()) as usize) & (TERM_BUCKETS - 1)
+    }
+
+    /// Counts one document (each distinct word once).
+    pub fn add(&mut self, text: &Normalized) {
+        self.docs += 1;
+        for word in distinct_words(text) {
+            let c = &mut self.counts[Self::bucket(word)];
+            *c = c.saturating_add(1);
+        }
+    }
+
+    /// Forgets one document previously added.
+    pub fn remove(&mut self, text: &Normalized) {
+        self.docs = self.docs.saturating_sub(1);
+        for word in distinct_words(text) {
+            let c = &mut self.counts[Self::bucket(word)];
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    /// The number of documents counted.
+    pub fn docs(&self) -> u64 {
+        self.docs
+    }
+
+    /// The inverse-document-frequency weight of a word: `ln((N + 1) /
+    /// (df + 1)) + 1`, so unseen words weigh the most and none weighs zero.
+    pub fn weight(&self, word: &str) -> f32 {
+        let df = self.counts[Self::bucket(word)] as f32;
+        (((self.docs as f32) + 1.0) / (df + 1.0)).ln() + 1.0
+    }
+}
+
+fn distinct_words(text: &Normalized) -> impl Iterator<Item = &str> {
+    let mut words: Vec<&str> = text.tokens().collect();
+    words.sort_unstable();
+    words.dedup();
+    words.into_iter()
+}
+
+/// Cosine similarity of two unit vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    dot(a, b)
+}
+
+/// Cosine of a unit vector with the direction of a sum of vectors.
+pub fn cosine_to_sum(vector: &[f32], sum: &[f32]) -> f32 {
+    let norm = dot(sum, sum).sqrt();
+    if norm > 0.0 { dot(vector, sum) / norm } else { 0.0 }
+}
+
+/// The dot product, written so that the compiler vectorises it.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Scales `v` to unit length; the zero vector stays zero.
+pub fn normalize_l2(v: &mut [f32]) {
+    let norm = dot(v, v).sqrt();
+    if norm > 0.0 {
+        scale(v, 1.0 / norm);
+    }
+}
+
+fn scale(v: &mut [f32], factor: f32) {
+    v.iter_mut().for_each(|x| *x *= factor);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::normalize::normalize;
+
+    #[test]
+    fn frequent_words_weigh_less() {
+        let mut stats = TermStats::default();
+        for i in 0..50 {
+            stats.add(&normalize(&format!("iraq news item {i}"), None));
+        }
+        assert!(stats.weight("iraq") < stats.weight("kurdish"));
+        assert!(stats.weight("iraq") > 0.0);
+    }
+
+    #[test]
+    fn removing_a_document_undoes_adding_it() {
+        let mut stats = TermStats::default();
+        let text = normalize("Fed raises rates", None);
+        let before = stats.weight("fed");
+        stats.add(&text);
+        stats.remove(&text);
+        assert_eq!(stats.weight("fed"), before);
+        assert_eq!(stats.docs(), 0);
+    }
+
+    #[test]
+    fn dot_matches_naive() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - naive).abs() < 1e-3);
+    }
+}

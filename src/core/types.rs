@@ -1,0 +1,341 @@
+//! The core's vocabulary: headlines as parsed at the edge, assignments,
+//! stories and per-item errors. Nothing here knows about gRPC.
+
+use std::fmt;
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Millis = i64;
+
+/// One day in milliseconds.
+pub const DAY_MS: Millis = 24 * 60 * 60 * 1000;
+
+/// How a headline relates to what is already known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatchKind {
+    /// Nothing close enough: the first headline of a story.
+    NewStory,
+    /// Equal to a known headline after normalisation.
+    ExactDuplicate,
+    /// A lightly edited copy of a known headline.
+    NearDuplicate,
+    /// A different headline about a known story.
+    SameStory,
+}
+
+/// A story id: stable for the story's life, unique within a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoryId(pub u64);
+
+impl fmt::Display for StoryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s{}", self.0)
+    }
+}
+
+impl std::str::FromStr for StoryId {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let digits = s.strip_prefix('s').ok_or(())?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(());
+        }
+        digits.parse().map(StoryId).map_err(|_| ())
+    }
+}
+
+/// Limits applied when a headline is parsed.
+pub const MAX_ID_BYTES: usize = 256;
+/// The longest accepted headline text, in characters after trimming.
+pub const MAX_TEXT_CHARS: usize = 1000;
+/// The longest accepted source or URL, in bytes.
+pub const MAX_FIELD_BYTES: usize = 2048;
+
+/// A headline that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Headline {
+    /// The client's id, the idempotency key.
+    pub id: String,
+    /// The text as published (trimmed).
+    pub text: String,
+    /// The publisher, if given.
+    pub source: Option<String>,
+    /// The article URL, if given.
+    pub url: Option<String>,
+    /// Event time: the publication time, or the arrival time.
+    pub published: Millis,
+}
+
+/// A headline as it arrives, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct RawHeadline<'a> {
+    /// The client's id.
+    pub id: &'a str,
+    /// The text.
+    pub text: &'a str,
+    /// The publisher ("" if absent).
+    pub source: &'a str,
+    /// The URL ("" if absent).
+    pub url: &'a str,
+    /// The publication time, if given.
+    pub published: Option<Millis>,
+}
+
+impl Headline {
+    /// Validates a raw headline; `now` is the arrival time used when no
+    /// publication time is given. `require_id` is false for dry runs.
+    pub fn parse(raw: &RawHeadline<'_>, now: Millis, require_id: bool) -> Result<Self, ItemError> {
+        let id = raw.id.trim();
+        if id.is_empty() && require_id {
+            return Err(ItemError::invalid("id", "id is required"));
+        }
+        if id.len() > MAX_ID_BYTES {
+            return Err(ItemError::invalid("id", format!("id is longer than {MAX_ID_BYTES} bytes")));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(ItemError::invalid("id", "id contains control characters"));
+        }
+        let text = raw.text.trim();
+        if text.is_empty() {
+            return Err(ItemError::invalid("text", "text is required and must not be blank"));
+        }
+        if text.chars().count() > MAX_TEXT_CHARS {
+            return Err(ItemError::invalid("text", format!("text is longer than {MAX_TEXT_CHARS} characters")));
+        }
+        let optional = |value: &str, field: &'static str| -> Result<Option<String>, ItemError> {
+            let value = value.trim();
+            if value.len() > MAX_FIELD_BYTES {
+                return Err(ItemError::invalid(field, format!("{field} is longer than {MAX_FIELD_BYTES} bytes")));
+            }
+            Ok((!value.is_empty()).then(|| value.to_owned()))
+        };
+        Ok(Self {
+            id: id.to_owned(),
+            text: text.to_owned(),
+            source: optional(raw.source, "source")?,
+            url: optional(raw.url, "url")?,
+            published: raw.published.unwrap_or(now),
+        })
+    }
+}
+
+/// Why an item was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemErrorKind {
+    /// A field is missing or malformed.
+    InvalidArgument,
+    /// The id is stored with a different text.
+    AlreadyExists,
+}
+
+/// A per-item error: the field (relative to the item, e.g. `text`) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemError {
+    /// The class of error.
+    pub kind: ItemErrorKind,
+    /// The field, relative to the item.
+    pub field: &'static str,
+    /// A human-readable reason.
+    pub reason: String,
+}
+
+impl ItemError {
+    /// A malformed or missing field.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self { kind: ItemErrorKind::InvalidArgument, field, reason: reason.into() }
+    }
+
+    /// An id stored with a different text.
+    pub fn conflict(id: &str) -> Self {
+        Self {
+            kind: ItemErrorKind::AlreadyExists,
+            field: "id",
+            reason: format!("headline {id:?} is already stored with a different text"),
+        }
+    }
+}
+
+/// The scores behind an assignment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evidence {
+    /// Cosine of the vectors of this and the matched headline.
+    pub vector_similarity: f32,
+    /// String similarity of the normalised texts.
+    pub string_similarity: f32,
+    /// Similarity to the joined story as a whole.
+    pub story_similarity: f32,
+    /// The threshold the deciding score cleared.
+    pub threshold: f32,
+    /// The normalised text.
+    pub normalized_text: String,
+    /// A short explanation.
+    pub note: String,
+}
+
+/// The answer for one headline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    /// The headline id.
+    pub headline_id: String,
+    /// The story, after merges.
+    pub story_id: StoryId,
+    /// How the headline relates to the story.
+    pub kind: MatchKind,
+    /// The known headline that decided it, if any.
+    pub matched_headline_id: Option<String>,
+    /// The deciding similarity.
+    pub similarity: f32,
+    /// The story's canonical headline id.
+    pub canonical_headline_id: String,
+    /// The story's canonical headline text.
+    pub canonical_text: String,
+    /// The story's size.
+    pub story_size: usize,
+    /// The evidence.
+    pub evidence: Evidence,
+    /// True when this is a stored assignment returned again for a retry.
+    pub replayed: bool,
+}
+
+/// A known headline that was considered for a match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// The known headline.
+    pub headline_id: String,
+    /// Its text.
+    pub text: String,
+    /// Its story (after merges).
+    pub story_id: StoryId,
+    /// Cosine of the vectors.
+    pub vector_similarity: f32,
+    /// String similarity of the normalised texts.
+    pub string_similarity: f32,
+    /// Similarity to the candidate's story as a whole.
+    pub story_similarity: f32,
+}
+
+/// A stored headline with its assignment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredHeadline {
+    /// The headline as ingested.
+    pub headline: Headline,
+    /// Its story now (after merges).
+    pub story_id: StoryId,
+    /// How it was assigned.
+    pub kind: MatchKind,
+    /// The headline that decided it.
+    pub matched_headline_id: Option<String>,
+    /// The deciding similarity.
+    pub similarity: f32,
+}
+
+/// A story as clients see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoryView {
+    /// The id.
+    pub id: StoryId,
+    /// The canonical headline's id.
+    pub canonical_headline_id: String,
+    /// The canonical headline's text.
+    pub canonical_text: String,
+    /// The number of members.
+    pub size: usize,
+    /// The members in event-time order (empty in lists).
+    pub members: Vec<StoredHeadline>,
+    /// Sources, most frequent first.
+    pub sources: Vec<(String, usize)>,
+    /// Earliest member event time.
+    pub first_seen: Millis,
+    /// Latest member event time.
+    pub last_seen: Millis,
+    /// Stories merged into this one.
+    pub merged: Vec<StoryId>,
+}
+
+/// The order of a story listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoryOrder {
+    /// Most recently updated first.
+    Recency,
+    /// Largest first.
+    Size,
+}
+
+/// A story listing query.
+#[derive(Debug, Clone)]
+pub struct StoryQuery {
+    /// Only stories last seen at or after this time.
+    pub start: Option<Millis>,
+    /// Only stories first seen before this time.
+    pub end: Option<Millis>,
+    /// Only stories with at least this many members.
+    pub min_size: usize,
+    /// The order.
+    pub order: StoryOrder,
+    /// The page size.
+    pub limit: usize,
+    /// Skip stories up to and including this position (from a page token).
+    pub after: Option<StoryCursor>,
+}
+
+/// A position in a story listing: the sort key of the last story returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoryCursor {
+    /// Size of the last story (size order only).
+    pub size: u64,
+    /// Last seen time of the last story.
+    pub last_seen: Millis,
+    /// Id of the last story.
+    pub id: StoryId,
+}
+
+/// Counters of one namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Stored headlines.
+    pub headlines: u64,
+    /// Live stories.
+    pub stories: u64,
+    /// Vectors in the nearest-neighbour index.
+    pub indexed_vectors: u64,
+    /// Stored headlines by kind.
+    pub new_stories: u64,
+    /// Stored exact duplicates.
+    pub exact_duplicates: u64,
+    /// Stored near duplicates.
+    pub near_duplicates: u64,
+    /// Stored same-story headlines.
+    pub same_story: u64,
+    /// Merges so far.
+    pub merges: u64,
+    /// The embedder's name.
+    pub embedder: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn story_ids_round_trip_and_reject_garbage() {
+        assert_eq!("s42".parse::<StoryId>(), Ok(StoryId(42)));
+        assert_eq!(StoryId(7).to_string(), "s7");
+        for bad in ["", "s", "42", "s-1", "s+1", "sx", "s99999999999999999999999"] {
+            assert!(bad.parse::<StoryId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parse_rejects_bad_items_with_the_field_named() {
+        let ok = RawHeadline { id: "1", text: "Fed raises rates", ..Default::default() };
+        assert_eq!(Headline::parse(&ok, 5, true).map(|h| h.published), Ok(5));
+        let blank = RawHeadline { text: " \t ", ..ok.clone() };
+        assert_eq!(Headline::parse(&blank, 0, true).map_err(|e| e.field), Err("text"));
+        let no_id = RawHeadline { id: "", ..ok.clone() };
+        assert_eq!(Headline::parse(&no_id, 0, true).map_err(|e| e.field), Err("id"));
+        assert!(Headline::parse(&no_id, 0, false).is_ok());
+        let long = "x".repeat(MAX_TEXT_CHARS + 1);
+        let too_long = RawHeadline { text: &long, ..ok.clone() };
+        assert_eq!(Headline::parse(&too_long, 0, true).map_err(|e| e.field), Err("text"));
+    }
+}

@@ -1,0 +1,17 @@
+//! headline-dedup: deduplicates news headlines and clusters them into
+//! stories, served over gRPC.
+//!
+//! - [`core`]: the clustering engine (no gRPC types);
+//! - [`app`]: namespaces and the operations on them;
+//! - [`api`], [`server`], [`pb`]: the gRPC edge;
+//! - [`config`]: the command line;
+//! - [`dataset`] and [`eval`]: headline files and in-process evaluation.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod core;
+pub mod dataset;
+pub mod eval;
+pub mod pb;
+pub mod server;

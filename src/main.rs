@@ -1,0 +1,80 @@
+//! The `headline-dedup` binary: parse the command line, set up logging, run
+//! the chosen command.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use headline_dedup::api::Limits;
+use headline_dedup::app::{App, SettingsBook};
+use headline_dedup::config::{Cli, Command, EvalArgs, LogFormat, ServeArgs};
+use headline_dedup::core::embed::StaticModel;
+use headline_dedup::eval::{self, EvalJob};
+use headline_dedup::server::{self, ServerOptions};
+use tracing::info;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Healthcheck(args) => runtime()
+            .and_then(|rt| rt.block_on(server::probe(&args.addr, Duration::from_secs(args.timeout))))
+            .map(|serving| if serving { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
+        Command::Eval(args) => run_eval(args).map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("headline-dedup: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hnsw_rs=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let settings = SettingsBook::parse(args.settings.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
+    init_logging(args.log_format);
+    let model = Arc::new(StaticModel::bundled()?);
+    let app = Arc::new(App::new(model, settings));
+    let options = ServerOptions {
+        limits: Limits { max_batch: args.max_batch as usize },
+        max_message_bytes: args.max_message_bytes as usize,
+        grace_period: Duration::from_secs(args.grace_period),
+    };
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        info!(addr = %listener.local_addr()?, "listening");
+        server::serve(listener, app, options, server::shutdown_signal()).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    let book = SettingsBook::parse(args.settings.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
+    let model = Arc::new(StaticModel::bundled()?);
+    let job = EvalJob {
+        gold: args.gold,
+        order: args.order,
+        out: args.out,
+        batch: args.batch,
+        from: args.from,
+        until: args.until,
+        gold_out: args.gold_out,
+        settings: book.get(headline_dedup::app::DEFAULT_NAMESPACE).clone(),
+    };
+    eval::run(&job, &model)
+}

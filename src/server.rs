@@ -1,0 +1,122 @@
+//! Wiring of the gRPC server: the service, health, reflection (v1 and
+//! v1alpha), compression, message limits and an orderly shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+use crate::api::{DedupApi, Limits};
+use crate::app::App;
+use crate::pb;
+use crate::pb::dedup_service_server::DedupServiceServer;
+
+/// Server options.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerOptions {
+    /// Request limits.
+    pub limits: Limits,
+    /// The largest message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// How long in-flight calls may run after shutdown begins.
+    pub grace_period: Duration,
+}
+
+/// The fully qualified name of the service, as health checks name it.
+pub const SERVICE_NAME: &str = "headline_dedup.v1.DedupService";
+
+/// Serves `app` on `listener` until `shutdown` completes, then marks the
+/// service NOT_SERVING, stops accepting calls and waits up to the grace
+/// period for in-flight ones.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<DedupServiceServer<DedupApi>>().await;
+    let reflection = |builder: tonic_reflection::server::Builder<'static>| {
+        builder
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
+    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
+    let dedup = DedupServiceServer::new(DedupApi::new(app, options.limits))
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(options.max_message_bytes)
+        .max_encoding_message_size(options.max_message_bytes);
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let incoming = TcpListenerStream::new(listener);
+    let server = tokio::spawn(
+        Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(dedup)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+    shutdown.await;
+    info!("shutting down: health is NOT_SERVING");
+    health.set_not_serving::<DedupServiceServer<DedupApi>>().await;
+    health.set_service_status("", ServingStatus::NotServing).await;
+    let _ = stop.send(());
+    match tokio::time::timeout(options.grace_period, server).await {
+        Ok(result) => result??,
+        Err(_) => warn!(grace_period = ?options.grace_period, "in-flight calls did not finish within the grace period"),
+    }
+    info!("server stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => info!(signal = "SIGINT", "signal received"),
+        () = terminate => info!(signal = "SIGTERM", "signal received"),
+    }
+}
+
+/// Asks the health service at `addr` whether it is SERVING.
+pub async fn probe(addr: &str, timeout: Duration) -> anyhow::Result<bool> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus as Status};
+    let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(uri)?.connect().await?;
+        let reply = HealthClient::new(channel)
+            .check(HealthCheckRequest { service: SERVICE_NAME.to_owned() })
+            .await?
+            .into_inner();
+        anyhow::Ok(reply.status == Status::Serving as i32)
+    };
+    tokio::time::timeout(timeout, check).await.map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?
+}

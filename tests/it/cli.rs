@@ -1,0 +1,125 @@
+//! The real binary, driven as users drive it: grpcurl running the README's
+//! examples, the `healthcheck` subcommand, and SIGTERM.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_headline-dedup"))
+}
+
+/// A `headline-dedup serve --in-memory` process on a free port.
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Served {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(binary())
+            .args(["serve", "--in-memory", "--listen", &addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the server");
+        let served = Self { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !served.healthy() {
+            assert!(Instant::now() < deadline, "server did not become healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        served
+    }
+
+    fn healthy(&self) -> bool {
+        Command::new(binary()).args(["healthcheck", "--addr", &self.addr]).status().is_ok_and(|s| s.success())
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The grpcurl binary: $GRPCURL, or `grpcurl` on PATH.
+fn grpcurl() -> String {
+    std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into())
+}
+
+/// The grpcurl examples of the README: every ```sh block that starts with
+/// `grpcurl` is one command.
+fn readme_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    readme
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .filter(|block| block.starts_with("grpcurl "))
+        .map(|block| block.trim_end().to_owned())
+        .collect()
+}
+
+#[test]
+fn grpcurl_runs_the_readme_examples() {
+    let commands = readme_commands();
+    let joined = commands.join("\n");
+    for needed in [
+        " list",
+        "describe headline_dedup.v1.DedupService",
+        "DedupService/Ingest",
+        "DedupService/GetStory",
+        "grpc.health.v1.Health/Check",
+    ] {
+        assert!(joined.contains(needed), "the README has no grpcurl example with {needed:?}");
+    }
+    let server = Served::start();
+    let mut outputs = Vec::new();
+    for command in &commands {
+        // The examples use the default address; the test server has its own.
+        let command =
+            command.replacen("grpcurl ", &format!("{} ", grpcurl()), 1).replace("localhost:50051", &server.addr);
+        let output = Command::new("bash").args(["-c", &command]).output().expect("run grpcurl");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{command}\nfailed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+        outputs.push((command, stdout));
+    }
+    let find = |needle: &str| outputs.iter().find(|(c, _)| c.contains(needle)).map(|(_, o)| o.as_str()).unwrap_or("");
+    assert!(find(" list").contains("headline_dedup.v1.DedupService"));
+    assert!(find("describe").contains("rpc Ingest"));
+    let ingest = find("DedupService/Ingest");
+    assert!(ingest.contains("MATCH_KIND_NEW_STORY") && ingest.contains("MATCH_KIND_EXACT_DUPLICATE"), "{ingest}");
+    assert!(find("DedupService/GetStory").contains("\"size\": 3"), "{}", find("DedupService/GetStory"));
+    assert!(find("Health/Check").contains("SERVING"));
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly_and_healthcheck_follows() {
+    let mut server = Served::start();
+    assert!(server.healthy());
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!server.healthy(), "healthcheck must fail once the server is gone");
+}
+
+#[test]
+fn bad_configuration_exits_with_one_clear_line() {
+    let output =
+        Command::new(binary()).args(["serve", "--in-memory", "--set", "story_threshold=7"]).output().expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("story_threshold"), "{stderr}");
+}

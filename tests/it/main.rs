@@ -1,0 +1,6 @@
+//! Integration tests: the real server over real gRPC, and the real binary
+//! driven by third-party clients. One test binary, one module per area.
+
+mod cli;
+mod grpc;
+mod support;
