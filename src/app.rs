@@ -5,12 +5,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use tracing::info;
+
 use crate::core::embed::{StaticModel, embedder_for};
 use crate::core::engine::Engine;
 use crate::core::settings::Settings;
 use crate::core::types::{
     Assignment, Candidate, Headline, ItemError, Stats, StoredHeadline, StoryCursor, StoryId, StoryQuery, StoryView,
 };
+use crate::store::{Store, StoredNamespace};
 
 /// The namespace used when a request names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -35,6 +38,9 @@ pub enum AppError {
     /// No such headline.
     #[error("headline {0:?} not found")]
     HeadlineNotFound(String),
+    /// The change could not be made durable; nothing was applied.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// A lock was poisoned by a panic in another request.
     #[error("internal error: {0}")]
     Internal(String),
@@ -59,20 +65,24 @@ impl SettingsBook {
     /// namespace) assignments, in order.
     pub fn parse<'a>(specs: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
         let mut book = Self::default();
-        let mut scoped: Vec<(&str, &str)> = Vec::new();
+        let mut scoped: Vec<(&str, &str, &str)> = Vec::new();
         for spec in specs {
-            let (key, _) = spec.split_once('=').ok_or_else(|| format!("{spec:?} is not of the form key=value"))?;
+            let (key, value) = spec.split_once('=').ok_or_else(|| format!("{spec:?} is not of the form key=value"))?;
             match key.split_once('.') {
-                Some((namespace, _)) => {
-                    validate_namespace(namespace).map_err(|e| e.to_string())?;
-                    scoped.push((namespace, &spec[namespace.len() + 1..]));
+                Some((namespace, key)) => {
+                    validate_namespace(namespace).map_err(|e| format!("{spec:?}: {e}"))?;
+                    scoped.push((namespace, key, value));
                 }
-                None => book.defaults.apply_all([spec])?,
+                None => book.defaults.set(key.trim(), value)?,
             }
         }
-        for (namespace, spec) in scoped {
+        book.defaults.validate()?;
+        for (namespace, key, value) in scoped {
             let settings = book.overrides.entry(namespace.to_owned()).or_insert_with(|| book.defaults.clone());
-            settings.apply_all([spec]).map_err(|e| format!("{namespace}.{e}"))?;
+            settings.set(key.trim(), value).map_err(|e| format!("{namespace}.{e}"))?;
+        }
+        for (namespace, settings) in &book.overrides {
+            settings.validate().map_err(|e| format!("namespace {namespace}: {e}"))?;
         }
         Ok(book)
     }
@@ -81,6 +91,16 @@ impl SettingsBook {
     pub fn get(&self, namespace: &str) -> &Settings {
         self.overrides.get(namespace).unwrap_or(&self.defaults)
     }
+}
+
+fn embedder_specs(settings: &Settings) -> String {
+    format!(
+        "embedder={} semantic_weight={} lexical_dim={} idf_power={}",
+        settings.embedder.name(),
+        settings.semantic_weight,
+        settings.lexical_dim,
+        settings.idf_power
+    )
 }
 
 /// Checks a namespace name: 1 to 64 of `a-z 0-9 _ -`.
@@ -100,10 +120,11 @@ pub fn namespace_or_default(name: &str) -> Result<&str, AppError> {
     Ok(name)
 }
 
-/// All namespaces.
+/// All namespaces, and the store that keeps them.
 pub struct App {
     model: Arc<StaticModel>,
     settings: SettingsBook,
+    store: Option<Store>,
     namespaces: RwLock<HashMap<String, Arc<Mutex<Engine>>>>,
 }
 
@@ -118,15 +139,81 @@ fn poisoned<T>(_: T) -> AppError {
 }
 
 impl App {
-    /// An empty application.
-    pub fn new(model: Arc<StaticModel>, settings: SettingsBook) -> Self {
-        Self { model, settings, namespaces: RwLock::new(HashMap::new()) }
+    /// An application that keeps everything in memory.
+    pub fn in_memory(model: Arc<StaticModel>, settings: SettingsBook) -> Self {
+        Self { model, settings, store: None, namespaces: RwLock::new(HashMap::new()) }
+    }
+
+    /// An application on a durable store, with every stored namespace
+    /// loaded. Fails if the store cannot be read or a namespace's stored
+    /// vectors do not fit its configured embedder.
+    pub fn open(model: Arc<StaticModel>, settings: SettingsBook, store: Store) -> anyhow::Result<Self> {
+        let started = std::time::Instant::now();
+        let mut namespaces = HashMap::new();
+        for stored in store.load()? {
+            let name = stored.name.clone();
+            let engine = Self::restore(&model, &settings, stored)?;
+            let stats = engine.stats();
+            info!(namespace = %name, headlines = stats.headlines, stories = stats.stories, "namespace loaded");
+            namespaces.insert(name, Arc::new(Mutex::new(engine)));
+        }
+        info!(namespaces = namespaces.len(), elapsed_ms = started.elapsed().as_millis() as u64, "state loaded");
+        Ok(Self { model, settings, store: Some(store), namespaces: RwLock::new(namespaces) })
+    }
+
+    fn restore(model: &Arc<StaticModel>, settings: &SettingsBook, stored: StoredNamespace) -> anyhow::Result<Engine> {
+        let name = &stored.name;
+        let configured = settings.get(name).clone();
+        let mut previous = Settings::default();
+        previous
+            .apply_all(stored.settings.iter().map(String::as_str))
+            .map_err(|e| anyhow::anyhow!("namespace {name:?}: stored settings are invalid: {e}"))?;
+        if !configured.same_vectors(&previous) {
+            anyhow::bail!(
+                "namespace {name:?} was built with other embedder settings ({}); its vectors cannot be compared \
+                 with the configured ones ({}): keep the embedder settings of an existing namespace",
+                embedder_specs(&previous),
+                embedder_specs(&configured)
+            );
+        }
+        if configured != previous {
+            info!(namespace = %name, settings = ?configured.specs(), "namespace settings changed");
+        }
+        let embedder = embedder_for(&configured, model);
+        Engine::restore(configured, embedder, stored.snapshot)
+            .map_err(|e| anyhow::anyhow!("namespace {name:?}: stored state is inconsistent: {e}"))
     }
 
     fn new_engine(&self, namespace: &str) -> Engine {
         let settings = self.settings.get(namespace).clone();
         let embedder = embedder_for(&settings, &self.model);
         Engine::new(settings, embedder)
+    }
+
+    /// Makes a batch's changes durable, or, if that fails, puts the
+    /// namespace back to its stored state and reports the failure.
+    fn commit(&self, namespace: &str, engine: &mut Engine) -> Result<(), AppError> {
+        let Some(store) = &self.store else {
+            engine.discard_changes();
+            return Ok(());
+        };
+        if !engine.has_changes() {
+            return Ok(());
+        }
+        let changes = engine.take_changes();
+        let Err(error) = store.commit(namespace, &engine.settings().specs(), &changes) else { return Ok(()) };
+        tracing::error!(namespace, error = %error, "commit failed; reloading the namespace");
+        let reloaded = store.load().map_err(anyhow::Error::from).and_then(|all| {
+            match all.into_iter().find(|n| n.name == namespace) {
+                Some(stored) => Self::restore(&self.model, &self.settings, stored),
+                None => Ok(self.new_engine(namespace)),
+            }
+        });
+        match reloaded {
+            Ok(fresh) => *engine = fresh,
+            Err(e) => return Err(AppError::Internal(format!("commit failed ({error}) and reloading failed ({e:#})"))),
+        }
+        Err(AppError::Unavailable(error.to_string()))
     }
 
     fn engine(&self, namespace: &str) -> Result<Arc<Mutex<Engine>>, AppError> {
@@ -156,7 +243,9 @@ impl App {
     ) -> Result<Vec<Result<Assignment, ItemError>>, AppError> {
         let engine = self.engine_or_create(namespace)?;
         let mut engine = Self::lock(&engine)?;
-        Ok(engine.ingest(items))
+        let results = engine.ingest(items);
+        self.commit(namespace, &mut engine)?;
+        Ok(results)
     }
 
     /// The assignment a headline would get; nothing changes. A namespace
@@ -228,7 +317,9 @@ impl App {
     pub fn delete(&self, namespace: &str, ids: &[String]) -> Result<(usize, Vec<String>), AppError> {
         let engine = self.engine(namespace)?;
         let mut engine = Self::lock(&engine)?;
-        Ok(engine.delete(ids))
+        let result = engine.delete(ids);
+        self.commit(namespace, &mut engine)?;
+        Ok(result)
     }
 
     /// Counters of one namespace, or of all (by name) when `namespace` is

@@ -45,7 +45,7 @@ pub struct EvalJob {
     pub until: Option<String>,
     /// Where to write the gold rows that were evaluated (for `score.py`).
     pub gold_out: Option<PathBuf>,
-    /// The namespace settings.
+    /// The namespace settings (retention is ignored: every headline is kept).
     pub settings: Settings,
 }
 
@@ -73,8 +73,10 @@ pub fn run(job: &EvalJob, model: &Arc<StaticModel>) -> anyhow::Result<()> {
         }
         timed.sort_by_key(|(time, row)| (*time, stable_hash(format!("shuffle:{}", row.id).as_bytes())));
     }
-    let embedder = embedder_for(&job.settings, model);
-    let mut engine = Engine::new(job.settings.clone(), embedder);
+    // Every headline is kept, so that every one can be scored.
+    let settings = Settings { retention: None, ..job.settings.clone() };
+    let embedder = embedder_for(&settings, model);
+    let mut engine = Engine::new(settings, embedder);
     let started = Instant::now();
     let mut rejected = 0usize;
     for chunk in timed.chunks(job.batch.max(1)) {

@@ -3,6 +3,7 @@
 //!
 //! - [`core`]: the clustering engine (no gRPC types);
 //! - [`app`]: namespaces and the operations on them;
+//! - [`store`]: durable state in the data directory;
 //! - [`api`], [`server`], [`pb`]: the gRPC edge;
 //! - [`config`]: the command line;
 //! - [`dataset`] and [`eval`]: headline files and in-process evaluation.
@@ -15,3 +16,4 @@ pub mod dataset;
 pub mod eval;
 pub mod pb;
 pub mod server;
+pub mod store;

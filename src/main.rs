@@ -12,6 +12,7 @@ use headline_dedup::config::{Cli, Command, EvalArgs, LogFormat, ServeArgs};
 use headline_dedup::core::embed::StaticModel;
 use headline_dedup::eval::{self, EvalJob};
 use headline_dedup::server::{self, ServerOptions};
+use headline_dedup::store::Store;
 use tracing::info;
 
 fn main() -> ExitCode {
@@ -47,7 +48,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = SettingsBook::parse(args.settings.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
     init_logging(args.log_format);
     let model = Arc::new(StaticModel::bundled()?);
-    let app = Arc::new(App::new(model, settings));
+    let app = if args.in_memory {
+        App::in_memory(model, settings)
+    } else {
+        let store = Store::open(&args.data_dir)?;
+        info!(data_dir = %args.data_dir.display(), "opening state");
+        App::open(model, settings, store)?
+    };
+    let app = Arc::new(app);
     let options = ServerOptions {
         limits: Limits { max_batch: args.max_batch as usize },
         max_message_bytes: args.max_message_bytes as usize,

@@ -65,6 +65,7 @@ impl From<AppError> for Status {
             AppError::NamespaceNotFound(_) | AppError::StoryNotFound(_) | AppError::HeadlineNotFound(_) => {
                 Status::not_found(message)
             }
+            AppError::Unavailable(_) => Status::unavailable(message),
             AppError::Internal(_) => Status::internal(message),
         }
     }

@@ -2,8 +2,14 @@
 //! segments. A search covers only the segments that overlap the query's
 //! time range; a segment older than the retention is dropped whole, because
 //! hnsw_rs cannot delete points.
+//!
+//! A segment remembers its points in insertion order and builds its graph
+//! lazily: after a restart only the segments that are searched are rebuilt,
+//! and rebuilding inserts the same points in the same order, so the graph is
+//! the one the segment had before (hnsw_rs seeds its level generator).
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use hnsw_rs::prelude::{Distance, Hnsw};
 
@@ -30,9 +36,29 @@ impl Distance<f32> for UnitCosine {
     }
 }
 
+type Graph = Hnsw<'static, f32, UnitCosine>;
+
+#[derive(Default)]
 struct Segment {
-    graph: Hnsw<'static, f32, UnitCosine>,
-    len: usize,
+    points: Vec<u64>,
+    graph: OnceLock<Graph>,
+}
+
+impl Segment {
+    /// The graph, built from the points on first use. `vector_of` gives a
+    /// point's vector; points without one are skipped.
+    fn graph(&self, vector_of: &dyn Fn(u64) -> Option<Vec<f32>>) -> &Graph {
+        self.graph.get_or_init(|| {
+            let graph =
+                Hnsw::new(MAX_CONNECTIONS, self.points.len().max(1024), MAX_LAYERS, EF_CONSTRUCTION, UnitCosine);
+            for &id in &self.points {
+                if let Some(v) = vector_of(id) {
+                    graph.insert_slice((&v, id as usize));
+                }
+            }
+            graph
+        })
+    }
 }
 
 /// Point ids are the caller's (headline sequence numbers).
@@ -61,24 +87,45 @@ impl SegmentedIndex {
         time.div_euclid(self.bucket_ms) * self.bucket_ms
     }
 
-    /// Adds the unit vector `vector` of point `id` at event time `time`.
-    pub fn insert(&mut self, id: u64, time: Millis, vector: &[f32]) {
+    /// Adds point `id` with unit vector `vector` at event time `time`.
+    /// `vector_of` gives earlier points' vectors if the segment's graph has
+    /// not been built yet.
+    pub fn insert(&mut self, id: u64, time: Millis, vector: &[f32], vector_of: &dyn Fn(u64) -> Option<Vec<f32>>) {
         let bucket = self.bucket(time);
-        let segment = self.segments.entry(bucket).or_insert_with(|| Segment {
-            graph: Hnsw::new(MAX_CONNECTIONS, 4096, MAX_LAYERS, EF_CONSTRUCTION, UnitCosine),
-            len: 0,
-        });
-        segment.graph.insert_slice((vector, id as usize));
-        segment.len += 1;
+        let segment = self.segments.entry(bucket).or_default();
+        segment.graph(vector_of).insert_slice((vector, id as usize));
+        segment.points.push(id);
+    }
+
+    /// Records point `id` at `time` without building its segment's graph:
+    /// the graph is built on first search. Only for reloading state, before
+    /// any search or insert.
+    pub fn add_unbuilt(&mut self, id: u64, time: Millis) {
+        let bucket = self.bucket(time);
+        self.segments.entry(bucket).or_default().points.push(id);
+    }
+
+    /// Builds the graphs of the segments that overlap `[from, to]`.
+    pub fn build(&self, from: Millis, to: Millis, vector_of: &dyn Fn(u64) -> Option<Vec<f32>>) {
+        for segment in self.segments.range(self.bucket(from)..=self.bucket(to)).map(|(_, s)| s) {
+            segment.graph(vector_of);
+        }
     }
 
     /// The `k` nearest points to `vector` with event times in the buckets
     /// that overlap `[from, to]`, as (id, cosine), best first.
-    pub fn search(&self, vector: &[f32], from: Millis, to: Millis, k: usize) -> Vec<(u64, f32)> {
+    pub fn search(
+        &self,
+        vector: &[f32],
+        from: Millis,
+        to: Millis,
+        k: usize,
+        vector_of: &dyn Fn(u64) -> Option<Vec<f32>>,
+    ) -> Vec<(u64, f32)> {
         let mut found: Vec<(u64, f32)> = self
             .segments
             .range(self.bucket(from)..=self.bucket(to))
-            .flat_map(|(_, segment)| segment.graph.search(vector, k, EF_SEARCH.max(k)))
+            .flat_map(|(_, segment)| segment.graph(vector_of).search(vector, k, EF_SEARCH.max(k)))
             .map(|n| (n.d_id as u64, 1.0 - n.distance))
             .collect();
         found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -86,23 +133,24 @@ impl SegmentedIndex {
         found
     }
 
-    /// Drops every segment that ends before `time`.
+    /// Drops every segment that ends at or before `time`; returns how many
+    /// points went with them.
     pub fn drop_before(&mut self, time: Millis) -> usize {
         let keep_from = self.bucket(time);
         let kept = self.segments.split_off(&keep_from);
-        let dropped: usize = self.segments.values().map(|s| s.len).sum();
+        let dropped: usize = self.segments.values().map(|s| s.points.len()).sum();
         self.segments = kept;
         dropped
     }
 
     /// The number of indexed points.
     pub fn len(&self) -> usize {
-        self.segments.values().map(|s| s.len).sum()
+        self.segments.values().map(|s| s.points.len()).sum()
     }
 
     /// Whether the index holds no points.
     pub fn is_empty(&self) -> bool {
-        self.segments.is_empty()
+        self.segments.values().all(|s| s.points.is_empty())
     }
 }
 
@@ -126,14 +174,19 @@ mod tests {
         v
     }
 
+    fn vectors(dim: usize) -> impl Fn(u64) -> Option<Vec<f32>> {
+        move |id| Some(unit(if id >= 1000 { id - 993 } else { id }, dim))
+    }
+
     #[test]
     fn finds_the_exact_point_and_tolerates_duplicates() {
         let mut index = SegmentedIndex::new(DAY_MS);
+        let of = vectors(32);
         for id in 0..300 {
-            index.insert(id, 0, &unit(id, 32));
+            index.insert(id, 0, &unit(id, 32), &of);
         }
-        index.insert(1000, 0, &unit(7, 32));
-        let hits = index.search(&unit(7, 32), 0, 0, 2);
+        index.insert(1000, 0, &unit(7, 32), &of);
+        let hits = index.search(&unit(7, 32), 0, 0, 2, &of);
         let ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
         assert_eq!(ids, vec![7, 1000]);
         assert!(hits[0].1 > 0.999);
@@ -142,12 +195,28 @@ mod tests {
     #[test]
     fn search_is_limited_to_the_time_range_and_old_segments_drop() {
         let mut index = SegmentedIndex::new(DAY_MS);
-        index.insert(1, 0, &unit(1, 16));
-        index.insert(2, 10 * DAY_MS, &unit(1, 16));
-        let hits = index.search(&unit(1, 16), 9 * DAY_MS, 11 * DAY_MS, 5);
+        let of = vectors(16);
+        index.insert(1, 0, &unit(1, 16), &of);
+        index.insert(2, 10 * DAY_MS, &unit(2, 16), &of);
+        let hits = index.search(&unit(1, 16), 9 * DAY_MS, 11 * DAY_MS, 5, &of);
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), vec![2]);
         assert_eq!(index.drop_before(5 * DAY_MS), 1);
         assert_eq!(index.len(), 1);
-        assert!(index.search(&unit(1, 16), -DAY_MS, DAY_MS, 5).is_empty());
+        assert!(index.search(&unit(1, 16), -DAY_MS, DAY_MS, 5, &of).is_empty());
+    }
+
+    #[test]
+    fn a_lazily_built_segment_answers_like_an_eager_one() {
+        let of = vectors(24);
+        let mut eager = SegmentedIndex::new(DAY_MS);
+        let mut lazy = SegmentedIndex::new(DAY_MS);
+        for id in 0..500 {
+            eager.insert(id, 0, &unit(id, 24), &of);
+            lazy.add_unbuilt(id, 0);
+        }
+        for probe in [3u64, 77, 400] {
+            let query = unit(probe + 10_000, 24);
+            assert_eq!(eager.search(&query, 0, 0, 10, &of), lazy.search(&query, 0, 0, 10, &of));
+        }
     }
 }

@@ -56,8 +56,6 @@ pub struct Settings {
     pub near_string_threshold: f32,
     /// Minimum story similarity to join a story.
     pub story_threshold: f32,
-    /// Weight of the centroid (against the best members) in story similarity.
-    pub centroid_weight: f32,
     /// Minimum similarity of a headline to a second story, and of the two
     /// stories' centroids, to merge them.
     pub merge_threshold: f32,
@@ -66,6 +64,9 @@ pub struct Settings {
     pub story_window: Millis,
     /// Candidates fetched from the index per headline.
     pub candidates: usize,
+    /// Headlines whose event time is this far behind the newest one leave
+    /// memory and disk; `None` keeps everything.
+    pub retention: Option<Millis>,
 }
 
 impl Default for Settings {
@@ -78,17 +79,17 @@ impl Default for Settings {
             near_vector_threshold: 0.9,
             near_string_threshold: 0.8,
             story_threshold: 0.3,
-            centroid_weight: 0.5,
             merge_threshold: 0.2,
             story_window: DAY_MS / 2,
             candidates: 20,
+            retention: Some(30 * DAY_MS),
         }
     }
 }
 
 impl Settings {
     /// Sets one setting by name from text, as in `story_threshold=0.6`.
-    /// Durations are in hours.
+    /// Durations are in hours. Call [`Settings::validate`] when done.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
             value.trim().parse().map_err(|_| format!("{key}: {value:?} is not a valid number"))
@@ -101,26 +102,56 @@ impl Settings {
             "near_vector_threshold" => self.near_vector_threshold = number(key, value)?,
             "near_string_threshold" => self.near_string_threshold = number(key, value)?,
             "story_threshold" => self.story_threshold = number(key, value)?,
-            "centroid_weight" => self.centroid_weight = number(key, value)?,
             "merge_threshold" => self.merge_threshold = number(key, value)?,
             "story_window_hours" => {
                 let hours: f64 = number(key, value)?;
                 self.story_window = (hours * 3_600_000.0) as Millis;
             }
             "candidates" => self.candidates = number(key, value)?,
+            "retention_hours" => {
+                let hours: f64 = number(key, value)?;
+                self.retention = (hours > 0.0).then_some((hours * 3_600_000.0) as Millis);
+            }
             other => return Err(format!("unknown setting {other:?}")),
         }
-        self.validate()
+        Ok(())
     }
 
-    /// Applies `key=value` assignments in order.
+    /// Every setting as `key=value`, in the form [`Settings::set`] reads.
+    pub fn specs(&self) -> Vec<String> {
+        let hours = |ms: Millis| ms as f64 / 3_600_000.0;
+        vec![
+            format!("embedder={}", self.embedder.name()),
+            format!("semantic_weight={}", self.semantic_weight),
+            format!("lexical_dim={}", self.lexical_dim),
+            format!("idf_power={}", self.idf_power),
+            format!("near_vector_threshold={}", self.near_vector_threshold),
+            format!("near_string_threshold={}", self.near_string_threshold),
+            format!("story_threshold={}", self.story_threshold),
+            format!("merge_threshold={}", self.merge_threshold),
+            format!("story_window_hours={}", hours(self.story_window)),
+            format!("candidates={}", self.candidates),
+            format!("retention_hours={}", self.retention.map_or(0.0, hours)),
+        ]
+    }
+
+    /// Whether vectors made with `other` can be compared with vectors made
+    /// with these settings.
+    pub fn same_vectors(&self, other: &Settings) -> bool {
+        self.embedder == other.embedder
+            && self.semantic_weight == other.semantic_weight
+            && self.lexical_dim == other.lexical_dim
+            && self.idf_power == other.idf_power
+    }
+
+    /// Applies `key=value` assignments in order, then validates.
     pub fn apply_all<'a>(&mut self, assignments: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
         for assignment in assignments {
             let (key, value) =
                 assignment.split_once('=').ok_or_else(|| format!("{assignment:?} is not of the form key=value"))?;
             self.set(key.trim(), value)?;
         }
-        Ok(())
+        self.validate()
     }
 
     /// Checks that every threshold is in (0, 1] and every size positive.
@@ -130,7 +161,6 @@ impl Settings {
             ("near_vector_threshold", self.near_vector_threshold),
             ("near_string_threshold", self.near_string_threshold),
             ("story_threshold", self.story_threshold),
-            ("centroid_weight", self.centroid_weight),
             ("merge_threshold", self.merge_threshold),
         ];
         for (name, value) in unit {
@@ -142,7 +172,10 @@ impl Settings {
             return Err(format!("idf_power must be a non-negative number, got {}", self.idf_power));
         }
         if self.story_window <= 0 {
-            return Err("story_window must be positive".into());
+            return Err("story_window_hours must be positive".into());
+        }
+        if self.retention.is_some_and(|r| r < self.story_window) {
+            return Err("retention_hours must be 0 (keep everything) or at least story_window_hours".into());
         }
         if !(8..=4096).contains(&self.lexical_dim) {
             return Err(format!("lexical_dim must be in 8..=4096, got {}", self.lexical_dim));
@@ -151,5 +184,39 @@ impl Settings {
             return Err(format!("candidates must be in 1..=200, got {}", self.candidates));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_round_trip() {
+        let mut custom = Settings::default();
+        custom
+            .apply_all(["embedder=lexical", "story_threshold=0.45", "retention_hours=0", "story_window_hours=6"])
+            .expect("valid");
+        let mut again = Settings::default();
+        again.apply_all(custom.specs().iter().map(String::as_str)).expect("valid");
+        assert_eq!(again, custom);
+        assert_eq!(custom.retention, None);
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected() {
+        for bad in [
+            "story_threshold=0",
+            "story_threshold=1.01",
+            "merge_threshold=-1",
+            "story_window_hours=0",
+            "retention_hours=1",
+            "candidates=0",
+            "embedder=magic",
+            "story_threshold=abc",
+            "nonsense=1",
+        ] {
+            assert!(Settings::default().apply_all([bad]).is_err(), "{bad}");
+        }
     }
 }

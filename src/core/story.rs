@@ -1,5 +1,10 @@
-//! A story: its members, the centroid of their vectors, the exemplars it
-//! keeps in the index, its wordings and its canonical headline.
+//! A story: its members, the sum of their vectors, the exemplars it keeps
+//! in the index, its wordings and its canonical headline.
+//!
+//! The sum is always the sum of the members' vectors added in sequence
+//! order, whatever happened before (merges, deletions): it is recomputed
+//! rather than patched, so that a story rebuilt after a restart has the same
+//! bits as the story that was never unloaded.
 
 use std::collections::HashMap;
 
@@ -10,7 +15,9 @@ use super::types::{Millis, StoryId};
 /// centrality when the canonical headline is chosen: `ln(copies)` times this.
 const SYNDICATION_BONUS: f32 = 0.05;
 
-/// A unit vector stored in 8 bits per dimension.
+/// A unit vector stored in 8 bits per dimension. The dequantized form is the
+/// vector the engine uses everywhere, so that state reloaded from disk gives
+/// the same numbers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizedVector {
     scale: f32,
@@ -27,18 +34,41 @@ impl QuantizedVector {
         Self { scale, values }
     }
 
-    /// Adds `factor` times this vector to `sum`.
-    pub fn add_to(&self, sum: &mut [f32], factor: f32) {
-        let f = factor * self.scale;
+    /// Rebuilds a vector from its stored scale and values.
+    pub fn from_parts(scale: f32, values: Box<[i8]>) -> Self {
+        Self { scale, values }
+    }
+
+    /// The scale.
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+
+    /// The quantized values.
+    pub fn values(&self) -> &[i8] {
+        &self.values
+    }
+
+    /// The dimension.
+    pub fn dim(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The vector as floats.
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.values.iter().map(|&q| f32::from(q) * self.scale).collect()
+    }
+
+    /// Adds this vector to `sum`.
+    fn add_to(&self, sum: &mut [f32]) {
         for (s, &q) in sum.iter_mut().zip(self.values.iter()) {
-            *s += f * f32::from(q);
+            *s += f32::from(q) * self.scale;
         }
     }
 
     /// The dot product with a float vector.
     pub fn dot(&self, other: &[f32]) -> f32 {
-        let sum: f32 = self.values.iter().zip(other).map(|(&q, &x)| f32::from(q) * x).sum();
-        sum * self.scale
+        self.values.iter().zip(other).map(|(&q, &x)| f32::from(q) * self.scale * x).sum()
     }
 }
 
@@ -47,12 +77,12 @@ impl QuantizedVector {
 pub struct Story {
     /// The id.
     pub id: StoryId,
-    /// Member sequence numbers, in arrival order.
+    /// Member sequence numbers, ascending.
     pub members: Vec<u64>,
-    /// Sum of the members' vectors.
+    /// Sum of the members' vectors, in sequence order.
     sum: Vec<f32>,
     /// Members in the index.
-    pub exemplars: Vec<u64>,
+    pub exemplars: usize,
     /// Event time of the newest exemplar.
     pub last_exemplar_time: Millis,
     /// Earliest member event time.
@@ -63,71 +93,87 @@ pub struct Story {
     wordings: HashMap<u64, u32>,
     /// The canonical member.
     pub canonical: u64,
-    /// Stories merged into this one.
+    /// Stories merged into this one, ascending.
     pub merged: Vec<StoryId>,
 }
 
+/// What a story needs to know about one member.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberInfo<'a> {
+    /// Event time.
+    pub time: Millis,
+    /// The exact key of its wording.
+    pub key: u64,
+    /// Its vector.
+    pub vector: &'a QuantizedVector,
+    /// Whether it is in the index.
+    pub exemplar: bool,
+}
+
 impl Story {
-    /// An empty story first seen at `time`.
-    pub fn new(id: StoryId, time: Millis, dim: usize) -> Self {
+    /// An empty story.
+    pub fn new(id: StoryId, dim: usize) -> Self {
         Self {
             id,
             members: Vec::new(),
             sum: vec![0.0; dim],
-            exemplars: Vec::new(),
+            exemplars: 0,
             last_exemplar_time: Millis::MIN,
-            first_seen: time,
-            last_seen: time,
+            first_seen: Millis::MAX,
+            last_seen: Millis::MIN,
             wordings: HashMap::new(),
             canonical: 0,
             merged: Vec::new(),
         }
     }
 
-    /// Adds a member.
-    pub fn add(&mut self, seq: u64, time: Millis, key: u64, vector: &QuantizedVector, indexed: bool) {
+    /// Adds a member whose sequence number is above every member's.
+    pub fn push(&mut self, seq: u64, member: MemberInfo<'_>) {
         if self.members.is_empty() {
             self.canonical = seq;
         }
         self.members.push(seq);
-        vector.add_to(&mut self.sum, 1.0);
-        if indexed {
-            self.exemplars.push(seq);
-            self.last_exemplar_time = self.last_exemplar_time.max(time);
-        }
-        *self.wordings.entry(key).or_default() += 1;
-        self.first_seen = self.first_seen.min(time);
-        self.last_seen = self.last_seen.max(time);
+        member.vector.add_to(&mut self.sum);
+        self.count(&member);
     }
 
-    /// Removes a member (its times are recomputed by the caller).
-    pub fn remove(&mut self, seq: u64, key: u64, vector: &QuantizedVector) {
-        self.members.retain(|&m| m != seq);
-        self.exemplars.retain(|&m| m != seq);
-        vector.add_to(&mut self.sum, -1.0);
-        if let Some(count) = self.wordings.get_mut(&key) {
-            *count -= 1;
-            if *count == 0 {
-                self.wordings.remove(&key);
+    fn count(&mut self, member: &MemberInfo<'_>) {
+        if member.exemplar {
+            self.exemplars += 1;
+            self.last_exemplar_time = self.last_exemplar_time.max(member.time);
+        }
+        *self.wordings.entry(member.key).or_default() += 1;
+        self.first_seen = self.first_seen.min(member.time);
+        self.last_seen = self.last_seen.max(member.time);
+    }
+
+    /// Recomputes everything derived from the members (after a merge or a
+    /// removal): sum, exemplar count, wordings, times.
+    pub fn rebuild<'a>(&mut self, info: impl Fn(u64) -> Option<MemberInfo<'a>>) {
+        self.members.sort_unstable();
+        self.members.dedup();
+        self.members.retain(|&seq| info(seq).is_some());
+        self.sum.fill(0.0);
+        self.exemplars = 0;
+        self.last_exemplar_time = Millis::MIN;
+        self.first_seen = Millis::MAX;
+        self.last_seen = Millis::MIN;
+        self.wordings.clear();
+        for &seq in &self.members.clone() {
+            if let Some(member) = info(seq) {
+                member.vector.add_to(&mut self.sum);
+                self.count(&member);
             }
         }
     }
 
-    /// Takes over every member of `other`.
+    /// Takes over the members and merge history of `other`; the caller
+    /// rebuilds the derived fields.
     pub fn absorb(&mut self, other: Story) {
         self.members.extend(other.members);
-        for (s, o) in self.sum.iter_mut().zip(&other.sum) {
-            *s += o;
-        }
-        self.exemplars.extend(other.exemplars);
-        self.last_exemplar_time = self.last_exemplar_time.max(other.last_exemplar_time);
-        self.first_seen = self.first_seen.min(other.first_seen);
-        self.last_seen = self.last_seen.max(other.last_seen);
-        for (key, count) in other.wordings {
-            *self.wordings.entry(key).or_default() += count;
-        }
         self.merged.push(other.id);
         self.merged.extend(other.merged);
+        self.merged.sort_unstable();
     }
 
     /// Mean similarity of a unit vector to the members: its dot product
@@ -152,22 +198,69 @@ impl Story {
 
     /// The most central member, preferring the most syndicated wording: the
     /// highest `cos(member, mean) + SYNDICATION_BONUS * ln(copies)` over the
-    /// members (all copies of a wording share its score), ties to the earliest. `info` gives a
-    /// member's wording key and vector.
-    pub fn pick_canonical<'a>(&self, info: impl Fn(u64) -> Option<(u64, &'a QuantizedVector)>) -> Option<u64> {
+    /// members (all copies of a wording share its score), ties to the
+    /// earliest.
+    pub fn pick_canonical<'a>(&self, info: impl Fn(u64) -> Option<MemberInfo<'a>>) -> Option<u64> {
         let norm = dot(&self.sum, &self.sum).sqrt().max(f32::MIN_POSITIVE);
         let mut scores: HashMap<u64, f32> = HashMap::new();
         let mut best: Option<(f32, u64)> = None;
         for &seq in &self.members {
-            let Some((key, vector)) = info(seq) else { continue };
-            let score = *scores.entry(key).or_insert_with(|| {
-                let copies = self.wordings.get(&key).copied().unwrap_or(1).max(1);
-                vector.dot(&self.sum) / norm + SYNDICATION_BONUS * (copies as f32).ln()
+            let Some(member) = info(seq) else { continue };
+            let score = *scores.entry(member.key).or_insert_with(|| {
+                let copies = self.wordings.get(&member.key).copied().unwrap_or(1).max(1);
+                member.vector.dot(&self.sum) / norm + SYNDICATION_BONUS * (copies as f32).ln()
             });
-            if best.is_none_or(|(b, s)| score > b || (score == b && seq < s)) {
+            if best.is_none_or(|(b, _)| score > b) {
                 best = Some((score, seq));
             }
         }
         best.map(|(_, seq)| seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantization_keeps_vectors_close() {
+        let v = [0.6f32, -0.8, 0.0, 0.001];
+        let q = QuantizedVector::new(&v);
+        for (a, b) in q.to_vec().iter().zip(v) {
+            assert!((a - b).abs() < 0.004, "{a} vs {b}");
+        }
+        assert_eq!(QuantizedVector::new(&[0.0; 3]).to_vec(), vec![0.0; 3]);
+    }
+
+    #[test]
+    fn rebuild_after_absorb_equals_adding_in_order() {
+        let vectors: Vec<QuantizedVector> =
+            (0..6).map(|i| QuantizedVector::new(&[i as f32 * 0.1, 1.0 - i as f32 * 0.1, 0.3])).collect();
+        let info = |seq: u64| {
+            Some(MemberInfo {
+                time: seq as Millis,
+                key: seq % 2,
+                vector: &vectors[seq as usize],
+                exemplar: seq.is_multiple_of(3),
+            })
+        };
+        let mut whole = Story::new(StoryId(1), 3);
+        for seq in 0..6 {
+            whole.push(seq, info(seq).expect("member"));
+        }
+        let (mut a, mut b) = (Story::new(StoryId(1), 3), Story::new(StoryId(2), 3));
+        for seq in [0, 2, 5] {
+            a.push(seq, info(seq).expect("member"));
+        }
+        for seq in [1, 3, 4] {
+            b.push(seq, info(seq).expect("member"));
+        }
+        a.absorb(b);
+        a.rebuild(info);
+        assert_eq!(a.members, whole.members);
+        assert_eq!(a.sum, whole.sum);
+        assert_eq!(a.exemplars, whole.exemplars);
+        assert_eq!(a.merged, vec![StoryId(2)]);
+        assert_eq!(a.pick_canonical(info), whole.pick_canonical(info));
     }
 }

@@ -50,6 +50,8 @@ pub const MAX_ID_BYTES: usize = 256;
 pub const MAX_TEXT_CHARS: usize = 1000;
 /// The longest accepted source or URL, in bytes.
 pub const MAX_FIELD_BYTES: usize = 2048;
+/// How far in the future of the arrival time a publication time may be.
+pub const MAX_FUTURE: Millis = DAY_MS;
 
 /// A headline that passed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +111,9 @@ impl Headline {
             }
             Ok((!value.is_empty()).then(|| value.to_owned()))
         };
+        if raw.published.is_some_and(|p| p > now.saturating_add(MAX_FUTURE)) {
+            return Err(ItemError::invalid("published_time", "more than 24 hours in the future"));
+        }
         Ok(Self {
             id: id.to_owned(),
             text: text.to_owned(),
@@ -334,6 +339,8 @@ mod tests {
         let no_id = RawHeadline { id: "", ..ok.clone() };
         assert_eq!(Headline::parse(&no_id, 0, true).map_err(|e| e.field), Err("id"));
         assert!(Headline::parse(&no_id, 0, false).is_ok());
+        let future = RawHeadline { published: Some(MAX_FUTURE + 1), ..ok.clone() };
+        assert_eq!(Headline::parse(&future, 0, true).map_err(|e| e.field), Err("published_time"));
         let long = "x".repeat(MAX_TEXT_CHARS + 1);
         let too_long = RawHeadline { text: &long, ..ok.clone() };
         assert_eq!(Headline::parse(&too_long, 0, true).map_err(|e| e.field), Err("text"));

@@ -33,7 +33,7 @@ impl TestServer {
     pub async fn start_with(settings: SettingsBook, max_batch: usize) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let app = Arc::new(App::new(model(), settings));
+        let app = Arc::new(App::in_memory(model(), settings));
         let options = ServerOptions {
             limits: Limits { max_batch },
             max_message_bytes: 4 * 1024 * 1024,

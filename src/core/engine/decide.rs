@@ -1,0 +1,256 @@
+//! The decision for one headline: exact, near-duplicate, same-story or new
+//! story, with the scores that decided it. Deciding changes nothing.
+
+use super::Engine;
+use crate::core::compare::{near_duplicate_veto, string_similarity};
+use crate::core::normalize::{Normalized, normalize};
+use crate::core::types::{Assignment, Candidate, Evidence, Headline, MatchKind, Millis, StoryId};
+
+/// Why a decision was taken, in a word.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Note {
+    /// Equal normalised texts.
+    SameText,
+    /// A lightly edited copy.
+    LightEdit,
+    /// Close enough to a story.
+    SameStory,
+    /// Nothing close enough.
+    #[default]
+    NothingClose,
+}
+
+impl Note {
+    /// The explanation shown to clients.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::SameText => "same normalised text",
+            Self::LightEdit => "lightly edited copy",
+            Self::SameStory => "mean similarity to the story",
+            Self::NothingClose => "no story close enough",
+        }
+    }
+
+    /// A stable code for storage.
+    pub fn code(self) -> u32 {
+        match self {
+            Self::SameText => 1,
+            Self::LightEdit => 2,
+            Self::SameStory => 3,
+            Self::NothingClose => 4,
+        }
+    }
+
+    /// The note of a stored code.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Some(match code {
+            1 => Self::SameText,
+            2 => Self::LightEdit,
+            3 => Self::SameStory,
+            4 => Self::NothingClose,
+            _ => return None,
+        })
+    }
+}
+
+/// The numbers behind a decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Scores {
+    /// Cosine with the matched headline.
+    pub vector: f32,
+    /// String similarity with the matched headline.
+    pub string: f32,
+    /// Mean similarity to the story.
+    pub story: f32,
+    /// The threshold cleared.
+    pub threshold: f32,
+    /// Why.
+    pub note: Note,
+}
+
+impl Scores {
+    /// The evidence clients see.
+    pub fn evidence(&self, norm: &Normalized) -> Evidence {
+        Evidence {
+            vector_similarity: self.vector,
+            string_similarity: self.string,
+            story_similarity: self.story,
+            threshold: self.threshold,
+            normalized_text: norm.text.clone(),
+            note: self.note.text().to_owned(),
+        }
+    }
+}
+
+/// What the engine decided for one headline, before applying it.
+#[derive(Debug)]
+pub struct Decision {
+    pub kind: MatchKind,
+    pub story: Option<StoryId>,
+    pub matched: Option<u64>,
+    pub similarity: f32,
+    pub scores: Scores,
+    pub candidates: Vec<ScoredCandidate>,
+}
+
+/// A known headline found near the new one.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoredCandidate {
+    pub seq: u64,
+    pub story: StoryId,
+    pub vector: f32,
+    pub string: f32,
+    pub story_score: f32,
+}
+
+impl Engine {
+    /// The assignment a headline would get, and the candidates considered,
+    /// best first. Changes nothing.
+    pub fn match_headline(&self, headline: &Headline, max_candidates: usize) -> (Assignment, Vec<Candidate>) {
+        let norm = normalize(&headline.text, headline.source.as_deref());
+        let decision = self
+            .decide_exact(headline.published, &norm)
+            .unwrap_or_else(|| self.decide_similar(headline.published, &norm, &self.embed(&norm).to_vec()));
+        let story = decision.story.and_then(|id| self.stories.get(&id));
+        let record = |seq: u64| self.records.get(&seq);
+        let canonical = story.and_then(|s| record(s.canonical));
+        let assignment = Assignment {
+            headline_id: headline.id.clone(),
+            story_id: decision.story.unwrap_or(StoryId(0)),
+            kind: decision.kind,
+            matched_headline_id: decision.matched.and_then(record).map(|r| r.headline.id.clone()),
+            similarity: decision.similarity,
+            canonical_headline_id: canonical.map(|r| r.headline.id.clone()).unwrap_or_default(),
+            canonical_text: canonical.map(|r| r.headline.text.clone()).unwrap_or_default(),
+            story_size: story.map_or(0, |s| s.members.len()),
+            evidence: decision.scores.evidence(&norm),
+            replayed: false,
+        };
+        let candidates = decision
+            .candidates
+            .iter()
+            .filter_map(|c| {
+                let rec = record(c.seq)?;
+                Some(Candidate {
+                    headline_id: rec.headline.id.clone(),
+                    text: rec.headline.text.clone(),
+                    story_id: c.story,
+                    vector_similarity: c.vector,
+                    string_similarity: c.string,
+                    story_similarity: c.story_score,
+                })
+            })
+            .take(max_candidates)
+            .collect();
+        (assignment, candidates)
+    }
+
+    /// The exact tier: an equal normalised text in a live story.
+    pub(super) fn decide_exact(&self, time: Millis, norm: &Normalized) -> Option<Decision> {
+        let (seq, story) = self
+            .exact
+            .get(&norm.key)
+            .and_then(|&seq| self.records.get(&seq).map(|rec| (seq, rec)))
+            .filter(|(_, rec)| rec.norm.text == norm.text)
+            .map(|(seq, rec)| (seq, self.resolve(rec.story)))
+            .filter(|(_, story)| self.stories.get(story).is_some_and(|st| self.alive_at(st, time)))?;
+        Some(Decision {
+            kind: MatchKind::ExactDuplicate,
+            story: Some(story),
+            matched: Some(seq),
+            similarity: 1.0,
+            scores: Scores { vector: 1.0, string: 1.0, story: 1.0, threshold: 1.0, note: Note::SameText },
+            candidates: Vec::new(),
+        })
+    }
+
+    /// The near-duplicate and same-story tiers, from the index candidates.
+    pub(super) fn decide_similar(&self, time: Millis, norm: &Normalized, vector: &[f32]) -> Decision {
+        let s = &self.settings;
+        let window = s.story_window;
+        let hits =
+            self.index.search(vector, time.saturating_sub(window), time.saturating_add(window), s.candidates, &|seq| {
+                self.vector_of(seq)
+            });
+        let mut candidates: Vec<ScoredCandidate> = Vec::with_capacity(hits.len());
+        let mut story_scores: Vec<(StoryId, f32)> = Vec::new();
+        for (seq, cos) in hits {
+            let Some(rec) = self.records.get(&seq) else { continue };
+            let story_id = self.resolve(rec.story);
+            let Some(story) = self.stories.get(&story_id).filter(|st| self.alive_at(st, time)) else {
+                continue;
+            };
+            let story_score = match story_scores.iter().find(|(id, _)| *id == story_id) {
+                Some(&(_, score)) => score,
+                None => {
+                    let score = story.mean_similarity(vector);
+                    story_scores.push((story_id, score));
+                    score
+                }
+            };
+            candidates.push(ScoredCandidate {
+                seq,
+                story: story_id,
+                vector: cos,
+                string: string_similarity(&norm.text, &rec.norm.text),
+                story_score,
+            });
+        }
+        let near = candidates.iter().find(|c| {
+            c.vector >= s.near_vector_threshold
+                && c.string >= s.near_string_threshold
+                && self.records.get(&c.seq).is_some_and(|r| near_duplicate_veto(&norm.text, &r.norm.text).is_none())
+        });
+        if let Some(c) = near {
+            return Decision {
+                kind: MatchKind::NearDuplicate,
+                story: Some(c.story),
+                matched: Some(c.seq),
+                similarity: c.vector,
+                scores: Scores {
+                    vector: c.vector,
+                    string: c.string,
+                    story: c.story_score,
+                    threshold: s.near_vector_threshold,
+                    note: Note::LightEdit,
+                },
+                candidates,
+            };
+        }
+        story_scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let Some(&(best, score)) = story_scores.first().filter(|(_, score)| *score >= s.story_threshold) else {
+            return Decision {
+                kind: MatchKind::NewStory,
+                story: None,
+                matched: None,
+                similarity: 0.0,
+                scores: Scores {
+                    story: story_scores.first().map_or(0.0, |r| r.1),
+                    threshold: s.story_threshold,
+                    note: Note::NothingClose,
+                    ..Scores::default()
+                },
+                candidates,
+            };
+        };
+        let matched = candidates
+            .iter()
+            .filter(|c| c.story == best)
+            .max_by(|a, b| a.vector.total_cmp(&b.vector).then(b.seq.cmp(&a.seq)))
+            .copied();
+        Decision {
+            kind: MatchKind::SameStory,
+            story: Some(best),
+            matched: matched.map(|c| c.seq),
+            similarity: score,
+            scores: Scores {
+                vector: matched.map_or(0.0, |c| c.vector),
+                string: matched.map_or(0.0, |c| c.string),
+                story: score,
+                threshold: s.story_threshold,
+                note: Note::SameStory,
+            },
+            candidates,
+        }
+    }
+}

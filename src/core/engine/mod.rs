@@ -1,0 +1,366 @@
+//! The engine of one namespace: the path of a headline from its normalised
+//! text to a story, and the stories themselves.
+//!
+//! Joining a story compares a headline with the story as a whole: its mean
+//! similarity to the members (the dot product with the mean of their
+//! vectors), not its nearest member, so that A~B and B~C do not chain A and
+//! C. After every batch, the stories it touched are consolidated: pairs of
+//! stories whose average linkage (mean similarity across their members)
+//! clears the merge threshold are merged, best pair first. Together this
+//! is a streaming form of average-linkage clustering whose decisions, once
+//! answered, only ever merge.
+//!
+//! Invariants:
+//! - every stored headline belongs to exactly one live story (through the
+//!   merge redirects);
+//! - exact duplicates never enter the index, and neither do near duplicates
+//!   or same-story headlines that add nothing to the story's exemplars;
+//! - a batch is processed in event-time order, ties broken by a hash of the
+//!   id, so its result does not depend on the order of the request;
+//! - nothing here is random, and everything derived (story sums, the exact
+//!   map, term counts, index graphs) is a function of the stored records, so
+//!   the same input gives the same stories before and after a reload.
+
+mod decide;
+mod merge;
+mod persist;
+mod query;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use persist::Journal;
+pub use persist::{Changes, Counters, PersistedRecord, Snapshot};
+
+use super::embed::{Embedder, TermStats};
+use super::index::SegmentedIndex;
+use super::normalize::{Normalized, normalize, stable_hash};
+use super::settings::Settings;
+use super::story::{MemberInfo, QuantizedVector, Story};
+use super::types::{Assignment, Headline, ItemError, MatchKind, Millis, StoryId};
+use decide::{Decision, Scores};
+
+/// A same-story headline whose vector is at least this close to one of the
+/// story's exemplars adds nothing to the index.
+const EXEMPLAR_REDUNDANCY: f32 = 0.9;
+/// The most exemplars one story keeps in the index.
+const MAX_EXEMPLARS: usize = 24;
+
+/// A stored headline.
+#[derive(Debug)]
+struct Record {
+    headline: Headline,
+    norm: Normalized,
+    /// Shared by the exact duplicates of one wording.
+    vector: Arc<QuantizedVector>,
+    /// The story it was assigned to (resolve through the redirects).
+    story: StoryId,
+    kind: MatchKind,
+    matched: Option<u64>,
+    similarity: f32,
+    scores: Scores,
+    /// Whether it is one of its story's exemplars in the index.
+    exemplar: bool,
+}
+
+impl Record {
+    fn member(&self) -> MemberInfo<'_> {
+        MemberInfo { time: self.headline.published, key: self.norm.key, vector: &self.vector, exemplar: self.exemplar }
+    }
+}
+
+/// One namespace's headlines, stories and index.
+pub struct Engine {
+    settings: Settings,
+    embedder: Arc<dyn Embedder>,
+    terms: TermStats,
+    records: HashMap<u64, Record>,
+    by_id: HashMap<String, u64>,
+    by_time: BTreeSet<(Millis, u64)>,
+    /// Exact key → the newest stored headline with that wording that is not
+    /// itself an exact duplicate.
+    exact: HashMap<u64, u64>,
+    stories: HashMap<StoryId, Story>,
+    redirects: HashMap<StoryId, StoryId>,
+    index: SegmentedIndex,
+    counters: Counters,
+    /// Latest event time seen.
+    watermark: Millis,
+    changes: Journal,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("settings", &self.settings)
+            .field("headlines", &self.records.len())
+            .field("stories", &self.stories.len())
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// An empty engine.
+    pub fn new(settings: Settings, embedder: Arc<dyn Embedder>) -> Self {
+        let index = SegmentedIndex::new(settings.story_window);
+        Self {
+            settings,
+            embedder,
+            terms: TermStats::default(),
+            records: HashMap::new(),
+            by_id: HashMap::new(),
+            by_time: BTreeSet::new(),
+            exact: HashMap::new(),
+            stories: HashMap::new(),
+            redirects: HashMap::new(),
+            index,
+            counters: Counters::default(),
+            watermark: Millis::MIN,
+            changes: Journal::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Assigns and stores a batch. Items that failed validation keep their
+    /// error; the answers come back in input order.
+    pub fn ingest(&mut self, items: Vec<Result<Headline, ItemError>>) -> Vec<Result<Assignment, ItemError>> {
+        let mut order: Vec<usize> = (0..items.len()).filter(|&i| items[i].is_ok()).collect();
+        order.sort_by_key(|&i| match &items[i] {
+            Ok(h) => (h.published, stable_hash(h.id.as_bytes()), i),
+            Err(_) => (Millis::MIN, 0, i),
+        });
+        let newest = items.iter().flatten().map(|h| h.published).fold(self.watermark, Millis::max);
+        let cutoff = self.settings.retention.map(|r| newest.saturating_sub(r));
+        let mut outcome: Vec<Option<Result<(u64, bool), ItemError>>> = vec![None; items.len()];
+        let mut touched = BTreeSet::new();
+        for &i in &order {
+            let Ok(headline) = &items[i] else { continue };
+            outcome[i] = Some(match self.by_id.get(&headline.id) {
+                Some(&seq) if self.records[&seq].headline.text == headline.text => Ok((seq, true)),
+                Some(_) => Err(ItemError::conflict(&headline.id)),
+                None if cutoff.is_some_and(|c| headline.published < c) => Err(ItemError::invalid(
+                    "published_time",
+                    "older than the namespace's retention period behind its newest headline",
+                )),
+                None => {
+                    let (seq, story) = self.apply(headline.clone());
+                    touched.insert(story);
+                    Ok((seq, false))
+                }
+            });
+        }
+        self.consolidate(touched);
+        if let Some(cutoff) = cutoff {
+            self.expire(cutoff);
+        }
+        items
+            .into_iter()
+            .zip(outcome)
+            .map(|(item, outcome)| match (item, outcome) {
+                (Err(e), _) | (Ok(_), Some(Err(e))) => Err(e),
+                (Ok(_), Some(Ok((seq, replayed)))) => Ok(self.assignment(seq, replayed)),
+                (Ok(h), None) => Err(ItemError::invalid("id", format!("headline {:?} was not processed", h.id))),
+            })
+            .collect()
+    }
+
+    /// The vector of a normalised text, as the engine stores and compares
+    /// it: embedded, then quantized.
+    fn embed(&self, norm: &Normalized) -> QuantizedVector {
+        let mut vector = vec![0.0; self.embedder.dim()];
+        self.embedder.embed(norm, &self.terms, &mut vector);
+        QuantizedVector::new(&vector)
+    }
+
+    /// A stored headline's vector, for the index.
+    fn vector_of(&self, seq: u64) -> Option<Vec<f32>> {
+        self.records.get(&seq).map(|r| r.vector.to_vec())
+    }
+
+    fn resolve(&self, mut id: StoryId) -> StoryId {
+        while let Some(&next) = self.redirects.get(&id) {
+            id = next;
+        }
+        id
+    }
+
+    fn alive_at(&self, story: &Story, time: Millis) -> bool {
+        let window = self.settings.story_window;
+        story.first_seen.saturating_sub(window) <= time && time <= story.last_seen.saturating_add(window)
+    }
+
+    /// Decides and stores one new headline; returns its sequence number
+    /// and story.
+    fn apply(&mut self, headline: Headline) -> (u64, StoryId) {
+        let norm = normalize(&headline.text, headline.source.as_deref());
+        let time = headline.published;
+        let exact = self.decide_exact(time, &norm).and_then(|decision| {
+            let vector = decision.matched.and_then(|m| self.records.get(&m)).map(|r| Arc::clone(&r.vector))?;
+            Some((decision, vector))
+        });
+        let (decision, vector) = exact.unwrap_or_else(|| {
+            let vector = self.embed(&norm);
+            (self.decide_similar(time, &norm, &vector.to_vec()), Arc::new(vector))
+        });
+        let seq = self.counters.next_seq;
+        self.counters.next_seq += 1;
+        let story_id = decision.story.unwrap_or_else(|| {
+            let id = StoryId(self.counters.next_story);
+            self.counters.next_story += 1;
+            self.stories.insert(id, Story::new(id, self.embedder.dim()));
+            id
+        });
+        let exemplar = self.worth_indexing(&decision, story_id, time);
+        if exemplar {
+            let v = vector.to_vec();
+            let records = &self.records;
+            self.index.insert(seq, time, &v, &|s| records.get(&s).map(|r| r.vector.to_vec()));
+        }
+        let record = Record {
+            headline,
+            norm,
+            vector,
+            story: story_id,
+            kind: decision.kind,
+            matched: decision.matched,
+            similarity: decision.similarity,
+            scores: decision.scores,
+            exemplar,
+        };
+        self.store(seq, record);
+        self.changes.added.push(seq);
+        (seq, story_id)
+    }
+
+    /// Adds a record to every in-memory structure (the engine's own
+    /// additions and reloaded ones alike); its story must exist.
+    fn store(&mut self, seq: u64, record: Record) {
+        if record.kind != MatchKind::ExactDuplicate {
+            self.terms.add(&record.norm);
+            self.exact.insert(record.norm.key, seq);
+        }
+        self.watermark = self.watermark.max(record.headline.published);
+        self.by_time.insert((record.headline.published, seq));
+        self.by_id.insert(record.headline.id.clone(), seq);
+        if let Some(story) = self.stories.get_mut(&self.resolve(record.story)) {
+            story.push(seq, record.member());
+        }
+        self.records.insert(seq, record);
+    }
+
+    /// Whether a new headline becomes one of its story's exemplars: the
+    /// first of a story always; a same-story headline when it is not close
+    /// to an exemplar already (and the story has room), or when the story
+    /// has no recent exemplar. Duplicates never.
+    fn worth_indexing(&self, decision: &Decision, story_id: StoryId, time: Millis) -> bool {
+        match decision.kind {
+            MatchKind::NewStory => true,
+            MatchKind::SameStory => {
+                let Some(story) = self.stories.get(&story_id) else { return true };
+                let redundant =
+                    decision.candidates.iter().any(|c| c.story == story_id && c.vector >= EXEMPLAR_REDUNDANCY);
+                let stale = story.last_exemplar_time < time.saturating_sub(self.settings.story_window / 2);
+                (!redundant && story.exemplars < MAX_EXEMPLARS) || stale
+            }
+            MatchKind::ExactDuplicate | MatchKind::NearDuplicate => false,
+        }
+    }
+
+    /// Recomputes a story's derived fields from its members, and its
+    /// canonical headline; a story left without members disappears.
+    fn rebuild_story(&mut self, id: StoryId) {
+        let Some(mut story) = self.stories.remove(&id) else { return };
+        story.rebuild(|seq| self.records.get(&seq).map(Record::member));
+        if story.members.is_empty() {
+            return;
+        }
+        if let Some(canonical) = story.pick_canonical(|seq| self.records.get(&seq).map(Record::member)) {
+            story.canonical = canonical;
+        }
+        self.stories.insert(id, story);
+    }
+
+    fn refresh_canonical(&mut self, id: StoryId) {
+        let Some(story) = self.stories.get(&id) else { return };
+        let canonical = story.pick_canonical(|seq| self.records.get(&seq).map(Record::member));
+        if let (Some(story), Some(seq)) = (self.stories.get_mut(&id), canonical) {
+            story.canonical = seq;
+        }
+    }
+
+    /// Removes headlines by id; returns how many were removed and the ids
+    /// that were not stored.
+    pub fn delete(&mut self, ids: &[String]) -> (usize, Vec<String>) {
+        let mut seqs = Vec::new();
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.by_id.get(id) {
+                Some(&seq) => seqs.push(seq),
+                None => missing.push(id.clone()),
+            }
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        (self.remove(&seqs), missing)
+    }
+
+    /// Removes every headline whose event time is before `cutoff`; returns
+    /// how many. Index segments that hold only such headlines are dropped.
+    pub fn expire(&mut self, cutoff: Millis) -> usize {
+        let old: Vec<u64> = self.by_time.range(..(cutoff, 0)).map(|&(_, seq)| seq).collect();
+        let removed = self.remove(&old);
+        self.index.drop_before(cutoff);
+        removed
+    }
+
+    /// The latest event time seen (`Millis::MIN` before the first headline).
+    pub fn watermark(&self) -> Millis {
+        self.watermark
+    }
+
+    fn remove(&mut self, seqs: &[u64]) -> usize {
+        let mut touched = BTreeSet::new();
+        let mut keys = Vec::new();
+        let mut removed = 0;
+        for &seq in seqs {
+            let Some(rec) = self.records.remove(&seq) else { continue };
+            removed += 1;
+            self.by_id.remove(&rec.headline.id);
+            self.by_time.remove(&(rec.headline.published, seq));
+            if rec.kind != MatchKind::ExactDuplicate {
+                self.terms.remove(&rec.norm);
+            }
+            if self.exact.get(&rec.norm.key) == Some(&seq) {
+                self.exact.remove(&rec.norm.key);
+                keys.push(rec.norm.key);
+            }
+            touched.insert(self.resolve(rec.story));
+            self.changes.removed.push((seq, rec.headline.published));
+        }
+        self.reindex_exact(&keys);
+        for id in touched {
+            self.rebuild_story(id);
+        }
+        removed
+    }
+
+    /// Points the exact map of `keys` at the newest remaining headline of
+    /// each wording, as if the removed ones had never been stored.
+    fn reindex_exact(&mut self, keys: &[u64]) {
+        if keys.is_empty() {
+            return;
+        }
+        let wanted: BTreeSet<u64> = keys.iter().copied().collect();
+        for (&seq, rec) in &self.records {
+            if rec.kind != MatchKind::ExactDuplicate && wanted.contains(&rec.norm.key) {
+                let entry = self.exact.entry(rec.norm.key).or_insert(seq);
+                *entry = (*entry).max(seq);
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The engine's state as plain data: what a batch changed (to persist it)
+//! and everything needed to rebuild an engine (after a restart).
+
+use std::sync::Arc;
+
+use super::decide::{Note, Scores};
+use super::{Engine, Record};
+use crate::core::embed::Embedder;
+use crate::core::normalize::normalize;
+use crate::core::settings::Settings;
+use crate::core::story::{QuantizedVector, Story};
+use crate::core::types::{Headline, MatchKind, Millis, StoryId};
+
+/// Counters that survive a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// The next headline sequence number.
+    pub next_seq: u64,
+    /// The next story number.
+    pub next_story: u64,
+    /// Merges so far.
+    pub merges: u64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self { next_seq: 0, next_story: 1, merges: 0 }
+    }
+}
+
+/// A stored headline as plain data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PersistedRecord {
+    /// Sequence number, unique in the namespace, in arrival order.
+    pub seq: u64,
+    /// The headline as ingested.
+    pub headline: Headline,
+    /// The story it was assigned to (before any later merge).
+    pub story: StoryId,
+    /// How it was assigned.
+    pub kind: MatchKind,
+    /// The headline that decided it.
+    pub matched: Option<u64>,
+    /// The deciding similarity.
+    pub similarity: f32,
+    /// Cosine with the matched headline.
+    pub vector_similarity: f32,
+    /// String similarity with the matched headline.
+    pub string_similarity: f32,
+    /// Mean similarity to the story.
+    pub story_similarity: f32,
+    /// The threshold cleared.
+    pub threshold: f32,
+    /// Why (a [`Note`] code).
+    pub note: u32,
+    /// Whether it is in the index.
+    pub exemplar: bool,
+    /// Its vector.
+    pub vector: QuantizedVector,
+}
+
+/// What changed since the last [`Engine::take_changes`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+    /// New headlines.
+    pub added: Vec<PersistedRecord>,
+    /// Removed headlines: sequence number and event time.
+    pub removed: Vec<(u64, Millis)>,
+    /// New merge redirects: from, to.
+    pub redirects: Vec<(StoryId, StoryId)>,
+    /// The counters after the changes.
+    pub counters: Counters,
+}
+
+/// The engine's own journal of changes, turned into [`Changes`] on demand.
+#[derive(Debug, Default)]
+pub(super) struct Journal {
+    pub(super) added: Vec<u64>,
+    pub(super) removed: Vec<(u64, Millis)>,
+    pub(super) redirects: Vec<(StoryId, StoryId)>,
+}
+
+/// Everything needed to rebuild an engine.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The stored headlines.
+    pub records: Vec<PersistedRecord>,
+    /// Every merge redirect: from, to.
+    pub redirects: Vec<(StoryId, StoryId)>,
+    /// The counters.
+    pub counters: Option<Counters>,
+}
+
+impl Engine {
+    /// The changes since the last call, as data to persist.
+    pub fn take_changes(&mut self) -> Changes {
+        let journal = std::mem::take(&mut self.changes);
+        let added = journal
+            .added
+            .iter()
+            .filter_map(|&seq| {
+                let rec = self.records.get(&seq)?;
+                Some(PersistedRecord {
+                    seq,
+                    headline: rec.headline.clone(),
+                    story: rec.story,
+                    kind: rec.kind,
+                    matched: rec.matched,
+                    similarity: rec.similarity,
+                    vector_similarity: rec.scores.vector,
+                    string_similarity: rec.scores.string,
+                    story_similarity: rec.scores.story,
+                    threshold: rec.scores.threshold,
+                    note: rec.scores.note.code(),
+                    exemplar: rec.exemplar,
+                    vector: (*rec.vector).clone(),
+                })
+            })
+            .collect();
+        Changes { added, removed: journal.removed, redirects: journal.redirects, counters: self.counters }
+    }
+
+    /// Forgets the journal of changes (when nothing persists them).
+    pub fn discard_changes(&mut self) {
+        self.changes = Journal::default();
+    }
+
+    /// Whether anything changed since the last [`Engine::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        !self.changes.added.is_empty() || !self.changes.removed.is_empty() || !self.changes.redirects.is_empty()
+    }
+
+    /// Rebuilds an engine from a snapshot. Fails if a stored vector does
+    /// not fit the embedder or a record is inconsistent.
+    pub fn restore(settings: Settings, embedder: Arc<dyn Embedder>, mut snapshot: Snapshot) -> Result<Self, String> {
+        let dim = embedder.dim();
+        let mut engine = Self::new(settings, embedder);
+        for &(from, to) in &snapshot.redirects {
+            engine.redirects.insert(from, to);
+        }
+        snapshot.records.sort_by_key(|r| r.seq);
+        let mut next = Counters::default();
+        for stored in snapshot.records {
+            if stored.vector.dim() != dim {
+                return Err(format!(
+                    "headline {:?} has a vector of dimension {}, the embedder makes {dim}",
+                    stored.headline.id,
+                    stored.vector.dim()
+                ));
+            }
+            let note = Note::from_code(stored.note)
+                .ok_or_else(|| format!("headline {:?} has an unknown note code {}", stored.headline.id, stored.note))?;
+            next.next_seq = next.next_seq.max(stored.seq + 1);
+            next.next_story = next.next_story.max(stored.story.0 + 1);
+            let story = engine.resolve(stored.story);
+            engine.stories.entry(story).or_insert_with(|| Story::new(story, dim));
+            if stored.exemplar {
+                engine.index.add_unbuilt(stored.seq, stored.headline.published);
+            }
+            let record = Record {
+                norm: normalize(&stored.headline.text, stored.headline.source.as_deref()),
+                headline: stored.headline,
+                vector: Arc::new(stored.vector),
+                story: stored.story,
+                kind: stored.kind,
+                matched: stored.matched,
+                similarity: stored.similarity,
+                scores: Scores {
+                    vector: stored.vector_similarity,
+                    string: stored.string_similarity,
+                    story: stored.story_similarity,
+                    threshold: stored.threshold,
+                    note,
+                },
+                exemplar: stored.exemplar,
+            };
+            engine.store(stored.seq, record);
+        }
+        for &(from, _) in &snapshot.redirects {
+            let survivor = engine.resolve(from);
+            if let Some(story) = engine.stories.get_mut(&survivor) {
+                story.merged.push(from);
+            }
+        }
+        let ids: Vec<StoryId> = engine.stories.keys().copied().collect();
+        for id in ids {
+            if let Some(story) = engine.stories.get_mut(&id) {
+                story.merged.sort_unstable();
+                story.merged.dedup();
+            }
+            engine.refresh_canonical(id);
+        }
+        engine.counters = snapshot.counters.unwrap_or(next);
+        let window = engine.settings.story_window;
+        let watermark = engine.watermark;
+        engine
+            .index
+            .build(watermark.saturating_sub(window), watermark.saturating_add(window), &|seq| engine.vector_of(seq));
+        Ok(engine)
+    }
+}

@@ -1,0 +1,359 @@
+//! Durable state in an embedded database (redb) in the data directory.
+//!
+//! One file, `headline-dedup.redb`, with three tables:
+//! - `records`: (namespace, sequence number) → a headline with its
+//!   assignment, evidence and quantized vector (protobuf-encoded);
+//! - `redirects`: (namespace, merged story) → surviving story;
+//! - `namespaces`: namespace → its settings and counters.
+//!
+//! Stories, the exact-text map, term counts and index graphs are derived
+//! from the records when a namespace is loaded. Every batch is one
+//! transaction, committed durably (fsync) before the batch is answered.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::core::engine::{Changes, Counters, PersistedRecord, Snapshot};
+use crate::core::story::QuantizedVector;
+use crate::core::types::{Headline, MatchKind, StoryId};
+
+const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
+const REDIRECTS: TableDefinition<(&str, u64), u64> = TableDefinition::new("redirects");
+const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespaces");
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "headline-dedup.redb";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created or opened.
+    #[error("data directory {path}: {source}")]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database reported an error (I/O, corruption, a second process).
+    #[error("database {path}: {message}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A stored value could not be decoded.
+    #[error("database {path}: {what} is corrupt: {message}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// Which value.
+        what: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// A stored headline, as encoded in the `records` table.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RecordMessage {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(string, tag = "2")]
+    text: String,
+    #[prost(string, optional, tag = "3")]
+    source: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    url: Option<String>,
+    #[prost(sint64, tag = "5")]
+    published: i64,
+    #[prost(uint64, tag = "6")]
+    story: u64,
+    #[prost(uint32, tag = "7")]
+    kind: u32,
+    #[prost(uint64, optional, tag = "8")]
+    matched: Option<u64>,
+    #[prost(float, tag = "9")]
+    similarity: f32,
+    #[prost(float, tag = "10")]
+    vector_similarity: f32,
+    #[prost(float, tag = "11")]
+    string_similarity: f32,
+    #[prost(float, tag = "12")]
+    story_similarity: f32,
+    #[prost(float, tag = "13")]
+    threshold: f32,
+    #[prost(uint32, tag = "14")]
+    note: u32,
+    #[prost(bool, tag = "15")]
+    exemplar: bool,
+    #[prost(float, tag = "16")]
+    vector_scale: f32,
+    #[prost(bytes = "vec", tag = "17")]
+    vector: Vec<u8>,
+}
+
+/// A namespace's settings and counters, as encoded in the `namespaces` table.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NamespaceMessage {
+    #[prost(string, repeated, tag = "1")]
+    settings: Vec<String>,
+    #[prost(uint64, tag = "2")]
+    next_seq: u64,
+    #[prost(uint64, tag = "3")]
+    next_story: u64,
+    #[prost(uint64, tag = "4")]
+    merges: u64,
+}
+
+fn kind_code(kind: MatchKind) -> u32 {
+    match kind {
+        MatchKind::NewStory => 1,
+        MatchKind::ExactDuplicate => 2,
+        MatchKind::NearDuplicate => 3,
+        MatchKind::SameStory => 4,
+    }
+}
+
+fn kind_from_code(code: u32) -> Option<MatchKind> {
+    Some(match code {
+        1 => MatchKind::NewStory,
+        2 => MatchKind::ExactDuplicate,
+        3 => MatchKind::NearDuplicate,
+        4 => MatchKind::SameStory,
+        _ => return None,
+    })
+}
+
+impl RecordMessage {
+    fn from_record(r: &PersistedRecord) -> Self {
+        Self {
+            id: r.headline.id.clone(),
+            text: r.headline.text.clone(),
+            source: r.headline.source.clone(),
+            url: r.headline.url.clone(),
+            published: r.headline.published,
+            story: r.story.0,
+            kind: kind_code(r.kind),
+            matched: r.matched,
+            similarity: r.similarity,
+            vector_similarity: r.vector_similarity,
+            string_similarity: r.string_similarity,
+            story_similarity: r.story_similarity,
+            threshold: r.threshold,
+            note: r.note,
+            exemplar: r.exemplar,
+            vector_scale: r.vector.scale(),
+            vector: r.vector.values().iter().map(|&v| v as u8).collect(),
+        }
+    }
+
+    fn into_record(self, seq: u64) -> Result<PersistedRecord, String> {
+        let kind = kind_from_code(self.kind).ok_or_else(|| format!("unknown kind {}", self.kind))?;
+        if self.vector.is_empty() || !self.vector_scale.is_finite() {
+            return Err("missing or invalid vector".into());
+        }
+        Ok(PersistedRecord {
+            seq,
+            headline: Headline {
+                id: self.id,
+                text: self.text,
+                source: self.source,
+                url: self.url,
+                published: self.published,
+            },
+            story: StoryId(self.story),
+            kind,
+            matched: self.matched,
+            similarity: self.similarity,
+            vector_similarity: self.vector_similarity,
+            string_similarity: self.string_similarity,
+            story_similarity: self.story_similarity,
+            threshold: self.threshold,
+            note: self.note,
+            exemplar: self.exemplar,
+            vector: QuantizedVector::from_parts(self.vector_scale, self.vector.iter().map(|&v| v as i8).collect()),
+        })
+    }
+}
+
+/// A namespace as loaded from the store.
+#[derive(Debug)]
+pub struct StoredNamespace {
+    /// Its name.
+    pub name: String,
+    /// The settings it was last written with, as `key=value`.
+    pub settings: Vec<String>,
+    /// Its state.
+    pub snapshot: Snapshot,
+}
+
+/// The durable store.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
+        let path = dir.join(DB_FILE);
+        let db =
+            Database::create(&path).map_err(|e| StoreError::Database { path: path.clone(), message: e.to_string() })?;
+        let store = Self { db, path };
+        // Create the tables, so that reads never meet a missing table.
+        let txn = store.db.begin_write().map_err(|e| store.error(e))?;
+        {
+            txn.open_table(RECORDS).map_err(|e| store.error(e))?;
+            txn.open_table(REDIRECTS).map_err(|e| store.error(e))?;
+            txn.open_table(NAMESPACES).map_err(|e| store.error(e))?;
+        }
+        txn.commit().map_err(|e| store.error(e))?;
+        Ok(store)
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Database { path: self.path.clone(), message: e.to_string() }
+    }
+
+    fn corrupt(&self, what: String, message: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt { path: self.path.clone(), what, message: message.to_string() }
+    }
+
+    /// Every namespace with its state.
+    pub fn load(&self) -> Result<Vec<StoredNamespace>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let namespaces = txn.open_table(NAMESPACES).map_err(|e| self.error(e))?;
+        let records = txn.open_table(RECORDS).map_err(|e| self.error(e))?;
+        let redirects = txn.open_table(REDIRECTS).map_err(|e| self.error(e))?;
+        let mut loaded = Vec::new();
+        for entry in namespaces.iter().map_err(|e| self.error(e))? {
+            let (name, value) = entry.map_err(|e| self.error(e))?;
+            let name = name.value().to_owned();
+            let meta =
+                NamespaceMessage::decode(value.value()).map_err(|e| self.corrupt(format!("namespace {name:?}"), e))?;
+            let mut snapshot = Snapshot {
+                counters: Some(Counters { next_seq: meta.next_seq, next_story: meta.next_story, merges: meta.merges }),
+                ..Snapshot::default()
+            };
+            for entry in records.range((name.as_str(), 0)..=(name.as_str(), u64::MAX)).map_err(|e| self.error(e))? {
+                let (key, value) = entry.map_err(|e| self.error(e))?;
+                let seq = key.value().1;
+                let what = || format!("record {name}/{seq}");
+                let message = RecordMessage::decode(value.value()).map_err(|e| self.corrupt(what(), e))?;
+                snapshot.records.push(message.into_record(seq).map_err(|e| self.corrupt(what(), e))?);
+            }
+            for entry in redirects.range((name.as_str(), 0)..=(name.as_str(), u64::MAX)).map_err(|e| self.error(e))? {
+                let (key, value) = entry.map_err(|e| self.error(e))?;
+                snapshot.redirects.push((StoryId(key.value().1), StoryId(value.value())));
+            }
+            loaded.push(StoredNamespace { name, settings: meta.settings, snapshot });
+        }
+        Ok(loaded)
+    }
+
+    /// Writes one batch's changes of a namespace in one durable transaction.
+    pub fn commit(&self, namespace: &str, settings: &[String], changes: &Changes) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut records = txn.open_table(RECORDS).map_err(|e| self.error(e))?;
+            for record in &changes.added {
+                let bytes = RecordMessage::from_record(record).encode_to_vec();
+                records.insert((namespace, record.seq), bytes.as_slice()).map_err(|e| self.error(e))?;
+            }
+            for &(seq, _) in &changes.removed {
+                records.remove((namespace, seq)).map_err(|e| self.error(e))?;
+            }
+            let mut redirects = txn.open_table(REDIRECTS).map_err(|e| self.error(e))?;
+            for &(from, to) in &changes.redirects {
+                redirects.insert((namespace, from.0), to.0).map_err(|e| self.error(e))?;
+            }
+            let meta = NamespaceMessage {
+                settings: settings.to_vec(),
+                next_seq: changes.counters.next_seq,
+                next_story: changes.counters.next_story,
+                merges: changes.counters.merges,
+            };
+            let mut namespaces = txn.open_table(NAMESPACES).map_err(|e| self.error(e))?;
+            namespaces.insert(namespace, meta.encode_to_vec().as_slice()).map_err(|e| self.error(e))?;
+        }
+        txn.commit().map_err(|e| self.error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64) -> PersistedRecord {
+        PersistedRecord {
+            seq,
+            headline: Headline {
+                id: format!("h{seq}"),
+                text: "Fed raises rates".into(),
+                source: Some("Reuters".into()),
+                url: None,
+                published: 1_000 + seq as i64,
+            },
+            story: StoryId(1),
+            kind: MatchKind::NewStory,
+            matched: None,
+            similarity: 0.0,
+            vector_similarity: 0.0,
+            string_similarity: 0.0,
+            story_similarity: 0.1,
+            threshold: 0.3,
+            note: 4,
+            exemplar: true,
+            vector: QuantizedVector::new(&[0.6, -0.8]),
+        }
+    }
+
+    #[test]
+    fn committed_changes_come_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let changes = Changes {
+            added: vec![record(0), record(1), record(2)],
+            removed: vec![],
+            redirects: vec![(StoryId(3), StoryId(1))],
+            counters: Counters { next_seq: 3, next_story: 4, merges: 1 },
+        };
+        store.commit("default", &["story_threshold=0.3".into()], &changes).expect("commit");
+        store
+            .commit(
+                "default",
+                &[],
+                &Changes { removed: vec![(1, 1001)], counters: changes.counters, ..Changes::default() },
+            )
+            .expect("commit");
+        drop(store);
+        let loaded = Store::open(dir.path()).expect("reopen").load().expect("load");
+        assert_eq!(loaded.len(), 1);
+        let ns = &loaded[0];
+        assert_eq!(ns.name, "default");
+        assert_eq!(ns.snapshot.records, vec![record(0), record(2)]);
+        assert_eq!(ns.snapshot.redirects, vec![(StoryId(3), StoryId(1))]);
+        assert_eq!(ns.snapshot.counters, Some(changes.counters));
+    }
+
+    #[test]
+    fn a_corrupt_record_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store.commit("default", &[], &Changes { added: vec![record(0)], ..Changes::default() }).expect("commit");
+        let txn = store.db.begin_write().expect("write");
+        {
+            let mut records = txn.open_table(RECORDS).expect("table");
+            records.insert(("default", 7), [0xff, 0xff, 0xff].as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+        let err = store.load().expect_err("corrupt");
+        assert!(err.to_string().contains("record default/7 is corrupt"), "{err}");
+    }
+}
