@@ -12,7 +12,7 @@ use headline_dedup::config::{Cli, Command, EvalArgs, LogFormat, ServeArgs};
 use headline_dedup::core::embed::StaticModel;
 use headline_dedup::eval::{self, EvalJob};
 use headline_dedup::server::{self, ServerOptions};
-use headline_dedup::store::Store;
+use headline_dedup::store::{Store, panic_message};
 use tracing::info;
 
 fn main() -> ExitCode {
@@ -34,6 +34,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// Panics are logged as one error line (they are bugs; the database
+/// library's panics on damaged files are turned into errors by the store).
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::error!(location, reason = panic_message(info.payload()), "panic");
+    }));
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hnsw_rs=warn"));
@@ -47,6 +56,7 @@ fn init_logging(format: LogFormat) {
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = SettingsBook::parse(args.settings.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
     init_logging(args.log_format);
+    log_panics();
     let model = Arc::new(StaticModel::bundled()?);
     let app = if args.in_memory {
         App::in_memory(model, settings)

@@ -9,6 +9,7 @@
 //! Stories, the exact-text map, term counts and index graphs are derived
 //! from the records when a namespace is loaded. Every batch is one
 //! transaction, committed durably (fsync) before the batch is answered.
+//! Opening verifies the checksums of every page of the file.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,10 @@ const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespace
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "headline-dedup.redb";
+/// Left in the data directory when the database had to be repaired by
+/// rolling back: the service then refuses to start until an operator has
+/// looked (restored a backup, or accepted the repaired state by deleting it).
+pub const DAMAGE_MARKER: &str = "DAMAGED";
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -198,13 +203,67 @@ pub struct Store {
     path: PathBuf,
 }
 
+fn damage_explanation(marker: &Path) -> String {
+    format!(
+        "it was damaged and had to be rolled back to an earlier commit, so acknowledged headlines may be \
+         missing; restore the data directory from a backup, or delete {} to accept the repaired state",
+        marker.display()
+    )
+}
+
+/// Runs a database operation, turning a panic inside the database library
+/// (which it can raise on some damaged files) into an error.
+fn guarded<T>(path: &Path, operation: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(operation)).unwrap_or_else(|payload| {
+        let message = panic_message(payload.as_ref()).to_owned();
+        Err(StoreError::Corrupt { path: path.to_owned(), what: "the file".into(), message })
+    })
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown failure")
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        guarded(&dir.join(DB_FILE), || Self::open_unguarded(dir))
+    }
+
+    fn open_unguarded(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
         let path = dir.join(DB_FILE);
-        let db =
+        // redb would turn an empty file into a new, empty database: refuse
+        // it, as it may be a database that was truncated to nothing.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Err(StoreError::Corrupt {
+                path,
+                what: "the file".into(),
+                message: "it is empty (truncated?); delete it only if this data directory is new".into(),
+            });
+        }
+        let marker = dir.join(DAMAGE_MARKER);
+        if marker.exists() {
+            return Err(StoreError::Corrupt { path, what: "the file".into(), message: damage_explanation(&marker) });
+        }
+        let mut db =
             Database::create(&path).map_err(|e| StoreError::Database { path: path.clone(), message: e.to_string() })?;
+        // Verify every page's checksum. After a crash this passes (redb
+        // recovers the last commit); a damaged file is either refused or
+        // repaired by rolling back to an earlier commit, which may lose
+        // acknowledged headlines: that is reported, not accepted silently.
+        let clean =
+            db.check_integrity().map_err(|e| StoreError::Database { path: path.clone(), message: e.to_string() })?;
+        if !clean {
+            std::fs::write(&marker, "the database was repaired by rolling back to an earlier commit\n")
+                .map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
+            return Err(StoreError::Corrupt { path, what: "the file".into(), message: damage_explanation(&marker) });
+        }
         let store = Self { db, path };
         // Create the tables, so that reads never meet a missing table.
         let txn = store.db.begin_write().map_err(|e| store.error(e))?;
@@ -227,6 +286,10 @@ impl Store {
 
     /// Every namespace with its state.
     pub fn load(&self) -> Result<Vec<StoredNamespace>, StoreError> {
+        guarded(&self.path, || self.load_unguarded())
+    }
+
+    fn load_unguarded(&self) -> Result<Vec<StoredNamespace>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.error(e))?;
         let namespaces = txn.open_table(NAMESPACES).map_err(|e| self.error(e))?;
         let records = txn.open_table(RECORDS).map_err(|e| self.error(e))?;
@@ -259,6 +322,10 @@ impl Store {
 
     /// Writes one batch's changes of a namespace in one durable transaction.
     pub fn commit(&self, namespace: &str, settings: &[String], changes: &Changes) -> Result<(), StoreError> {
+        guarded(&self.path, || self.commit_unguarded(namespace, settings, changes))
+    }
+
+    fn commit_unguarded(&self, namespace: &str, settings: &[String], changes: &Changes) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
         {
             let mut records = txn.open_table(RECORDS).map_err(|e| self.error(e))?;

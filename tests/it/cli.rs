@@ -1,58 +1,9 @@
 //! The real binary, driven as users drive it: grpcurl running the README's
 //! examples, the `healthcheck` subcommand, and SIGTERM.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-/// The binary under test.
-fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_headline-dedup"))
-}
-
-/// A `headline-dedup serve --in-memory` process on a free port.
-struct Served {
-    child: Child,
-    addr: String,
-}
-
-impl Served {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(binary())
-            .args(["serve", "--in-memory", "--listen", &addr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the server");
-        let served = Self { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !served.healthy() {
-            assert!(Instant::now() < deadline, "server did not become healthy");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        served
-    }
-
-    fn healthy(&self) -> bool {
-        Command::new(binary()).args(["healthcheck", "--addr", &self.addr]).status().is_ok_and(|s| s.success())
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-        self.child.wait().expect("wait")
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{Served, binary};
 
 /// The grpcurl binary: $GRPCURL, or `grpcurl` on PATH.
 fn grpcurl() -> String {

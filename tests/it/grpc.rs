@@ -1,6 +1,9 @@
 //! The service over real gRPC with a tonic client.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use headline_dedup::core::types::{Headline as CoreHeadline, RawHeadline};
 
 use headline_dedup::pb::{self, MatchKind};
 use tonic::Code;
@@ -9,7 +12,7 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 use tonic_types::StatusExt;
 
-use crate::support::{TestServer, headline, ingest};
+use crate::support::{Row, TestServer, fixture, headline, ingest, model};
 
 const PKK: &str = "Kurdish rebel group PKK says it is withdrawing its fighters from Turkey to Iraq";
 
@@ -410,4 +413,71 @@ async fn deleted_headlines_leave_their_story() {
         .await
         .expect_err("story is gone");
     assert_eq!(status.code(), Code::NotFound);
+}
+
+/// B-cubed F1 of a clustering against gold labels (both keyed by item).
+fn bcubed_f1(gold: &HashMap<String, String>, predicted: &HashMap<String, String>) -> f64 {
+    let mut pair_counts: HashMap<(&str, &str), f64> = HashMap::new();
+    let mut gold_sizes: HashMap<&str, f64> = HashMap::new();
+    let mut predicted_sizes: HashMap<&str, f64> = HashMap::new();
+    for (id, g) in gold {
+        let p = predicted[id].as_str();
+        *pair_counts.entry((g.as_str(), p)).or_default() += 1.0;
+        *gold_sizes.entry(g.as_str()).or_default() += 1.0;
+        *predicted_sizes.entry(p).or_default() += 1.0;
+    }
+    let n = gold.len() as f64;
+    let precision: f64 = pair_counts.iter().map(|((_, p), c)| c * c / predicted_sizes[p]).sum::<f64>() / n;
+    let recall: f64 = pair_counts.iter().map(|((g, _), c)| c * c / gold_sizes[g]).sum::<f64>() / n;
+    2.0 * precision * recall / (precision + recall)
+}
+
+#[tokio::test]
+async fn a_labelled_file_over_grpc_clusters_well_and_like_the_engine_in_process() {
+    use headline_dedup::app::{App, SettingsBook};
+    use headline_dedup::core::normalize::stable_hash;
+
+    // Times blurred to noon of the day and shuffled within it, as `eval
+    // --order shuffle-day` does: the file's order would give the answer away.
+    let mut rows = fixture("uci-2014-03-12-sample.jsonl");
+    rows.sort_by_key(|r| stable_hash(format!("shuffle:{}", r.id).as_bytes()));
+    for row in &mut rows {
+        row.published_at = "2014-03-12T12:00:00Z".into();
+    }
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    for chunk in rows.chunks(128) {
+        let assignments = ingest(&mut client, chunk.iter().map(Row::headline).collect()).await;
+        assert!(assignments.iter().all(|a| a.error.is_none()));
+    }
+    let mut over_grpc = HashMap::new();
+    for row in &rows {
+        let h = client
+            .get_headline(pb::GetHeadlineRequest { namespace: String::new(), id: row.id.clone() })
+            .await
+            .expect("stored")
+            .into_inner();
+        over_grpc.insert(row.id.clone(), h.story_id);
+    }
+    let gold: HashMap<String, String> = rows.iter().map(|r| (r.id.clone(), r.story.clone())).collect();
+    let f1 = bcubed_f1(&gold, &over_grpc);
+    assert!(f1 >= 0.9, "B-cubed F1 {f1:.3}");
+
+    let app = App::in_memory(model(), SettingsBook::default());
+    for chunk in rows.chunks(128) {
+        let now = headline_dedup::dataset::parse_rfc3339("2014-03-12T12:00:00Z").expect("time");
+        let items = chunk
+            .iter()
+            .map(|r| {
+                let raw = RawHeadline { id: &r.id, text: &r.text, source: &r.source, url: "", published: Some(now) };
+                CoreHeadline::parse(&raw, now, true)
+            })
+            .collect();
+        app.ingest("default", items).expect("ingest");
+    }
+    let in_process: HashMap<String, String> = rows
+        .iter()
+        .map(|r| (r.id.clone(), app.headline("default", &r.id).expect("stored").story_id.to_string()))
+        .collect();
+    assert_eq!(in_process, over_grpc);
 }

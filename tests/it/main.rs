@@ -2,5 +2,6 @@
 //! driven by third-party clients. One test binary, one module per area.
 
 mod cli;
+mod durability;
 mod grpc;
 mod support;

@@ -1,8 +1,10 @@
 //! Starting a server for a test and connecting to it.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use headline_dedup::api::Limits;
 use headline_dedup::app::{App, SettingsBook};
@@ -80,4 +82,122 @@ pub async fn ingest(client: &mut DedupServiceClient<Channel>, headlines: Vec<Hea
         .expect("ingest")
         .into_inner()
         .assignments
+}
+
+/// The binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_headline-dedup"))
+}
+
+/// A `headline-dedup serve` process on a free port, killed when dropped.
+pub struct Served {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Served {
+    /// `serve --in-memory`.
+    pub fn start() -> Self {
+        Self::start_with(&["--in-memory"])
+    }
+
+    /// `serve --data-dir DIR`.
+    pub fn durable(dir: &Path) -> Self {
+        Self::start_with(&["--data-dir", &dir.display().to_string()])
+    }
+
+    /// `serve` with extra arguments, once it reports SERVING.
+    pub fn start_with(args: &[&str]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(binary())
+            .args(["serve", "--listen", &addr])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the server");
+        let served = Self { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !served.healthy() {
+            assert!(Instant::now() < deadline, "server did not become healthy");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        served
+    }
+
+    pub fn healthy(&self) -> bool {
+        Command::new(binary())
+            .args(["healthcheck", "--addr", &self.addr])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args([signal, &pid]).status().expect("kill");
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.child.wait().expect("wait")
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    pub async fn client(&self) -> DedupServiceClient<Channel> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        DedupServiceClient::new(channel)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One labelled headline of a fixture.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Row {
+    pub id: String,
+    pub text: String,
+    pub source: String,
+    pub published_at: String,
+    pub story: String,
+}
+
+/// The rows of `tests/fixtures/NAME`.
+pub fn fixture(name: &str) -> Vec<Row> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    std::fs::read_to_string(&path)
+        .expect("fixture")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("fixture row"))
+        .collect()
+}
+
+impl Row {
+    /// The row as a request headline.
+    pub fn headline(&self) -> Headline {
+        let ms = headline_dedup::dataset::parse_rfc3339(&self.published_at).expect("time");
+        Headline {
+            id: self.id.clone(),
+            text: self.text.clone(),
+            source: self.source.clone(),
+            url: String::new(),
+            published_time: Some(headline_dedup::api::timestamp(ms)),
+        }
+    }
 }

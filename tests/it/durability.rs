@@ -1,0 +1,309 @@
+//! Durability: SIGKILL at random moments, idempotent retries across
+//! restarts, determinism across a reload, bounded retention, and damaged
+//! data directories.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Command;
+use std::time::Duration;
+
+use headline_dedup::app::{App, SettingsBook};
+use headline_dedup::core::types::{DAY_MS, Headline as CoreHeadline, RawHeadline};
+use headline_dedup::pb;
+use headline_dedup::store::{DB_FILE, Store};
+
+use crate::support::{Row, Served, binary, fixture, model};
+
+const FIXTURE: &str = "uci-2014-03-12-sample.jsonl";
+
+/// A small deterministic generator for kill delays.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// Checks that every acknowledged headline is stored in the story it was
+/// acknowledged with (or the story that absorbed it).
+async fn verify(server: &Served, acked: &HashMap<String, String>) {
+    let mut client = server.client().await;
+    let mut resolved: HashMap<String, String> = HashMap::new();
+    for (id, acked_story) in acked {
+        let stored = client
+            .get_headline(pb::GetHeadlineRequest { namespace: String::new(), id: id.clone() })
+            .await
+            .unwrap_or_else(|s| panic!("acknowledged headline {id} is missing: {s:?}"))
+            .into_inner();
+        if !resolved.contains_key(acked_story) {
+            let story = client
+                .get_story(pb::GetStoryRequest { namespace: String::new(), story_id: acked_story.clone() })
+                .await
+                .unwrap_or_else(|s| panic!("acknowledged story {acked_story} is missing: {s:?}"))
+                .into_inner()
+                .story
+                .expect("story");
+            resolved.insert(acked_story.clone(), story.story_id);
+        }
+        assert_eq!(stored.story_id, resolved[acked_story], "headline {id} left its acknowledged story {acked_story}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_headlines_survive_sigkill_and_retries_complete_exactly_once() {
+    let cycles: usize = std::env::var("HEADLINE_DEDUP_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = fixture(FIXTURE);
+    let batches: Vec<Vec<pb::Headline>> = rows.chunks(8).map(|c| c.iter().map(Row::headline).collect()).collect();
+    let mut acked: HashMap<String, String> = HashMap::new();
+    let mut next = 0usize;
+    let mut rng = XorShift(0x5eed_1234_abcd_ef01);
+    let mut kills_mid_stream = 0;
+    for _ in 0..cycles {
+        let mut server = Served::durable(dir.path());
+        verify(&server, &acked).await;
+        let pid = server.child.id();
+        let delay = Duration::from_millis(20 + rng.next(150));
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            Command::new("kill").args(["-KILL", &pid.to_string()]).status().expect("kill");
+        });
+        let mut client = server.client().await;
+        loop {
+            let batch = &batches[next % batches.len()];
+            let request = pb::IngestRequest { namespace: String::new(), headlines: batch.clone() };
+            match client.ingest(request).await {
+                Ok(reply) => {
+                    for a in reply.into_inner().assignments {
+                        assert!(a.error.is_none(), "{a:?}");
+                        let previous = acked.insert(a.headline_id.clone(), a.story_id.clone());
+                        // A replay names the story the headline is in now,
+                        // which may have absorbed the first one.
+                        if previous.is_some() {
+                            assert!(a.replayed, "{a:?}");
+                        }
+                    }
+                    next += 1;
+                }
+                Err(_) => {
+                    kills_mid_stream += 1;
+                    break;
+                }
+            }
+        }
+        killer.join().expect("killer");
+        server.kill();
+    }
+    assert!(kills_mid_stream >= cycles / 2, "the server was killed mid-stream only {kills_mid_stream} times");
+
+    let server = Served::durable(dir.path());
+    verify(&server, &acked).await;
+    let mut client = server.client().await;
+    for batch in &batches {
+        let reply = client
+            .ingest(pb::IngestRequest { namespace: String::new(), headlines: batch.clone() })
+            .await
+            .expect("ingest")
+            .into_inner();
+        for a in reply.assignments {
+            let previous = acked.insert(a.headline_id.clone(), a.story_id.clone());
+            assert_eq!(a.replayed, previous.is_some(), "{a:?}");
+        }
+    }
+    verify(&server, &acked).await;
+    let stats = client.get_stats(pb::GetStatsRequest::default()).await.expect("stats").into_inner();
+    assert_eq!(stats.namespaces[0].headlines, rows.len() as u64, "every headline stored exactly once");
+}
+
+#[tokio::test]
+async fn retries_and_conflicts_hold_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = fixture(FIXTURE);
+    let batch: Vec<pb::Headline> = rows[..50].iter().map(Row::headline).collect();
+    let mut server = Served::durable(dir.path());
+    let first = server
+        .client()
+        .await
+        .ingest(pb::IngestRequest { namespace: String::new(), headlines: batch.clone() })
+        .await
+        .expect("ingest")
+        .into_inner()
+        .assignments;
+    assert!(server.terminate().success());
+
+    let server = Served::durable(dir.path());
+    let mut client = server.client().await;
+    let mut changed = batch[0].clone();
+    changed.text.push_str(" (updated)");
+    let mut again = batch.clone();
+    again.push(changed);
+    let second = client
+        .ingest(pb::IngestRequest { namespace: String::new(), headlines: again })
+        .await
+        .expect("ingest")
+        .into_inner()
+        .assignments;
+    for (a, b) in first.iter().zip(&second) {
+        assert!(b.replayed, "{b:?}");
+        assert_eq!((&a.headline_id, a.kind, &a.matched_headline_id), (&b.headline_id, b.kind, &b.matched_headline_id));
+    }
+    let conflict = second[50].error.as_ref().expect("conflict");
+    assert_eq!(conflict.code, pb::ItemErrorCode::AlreadyExists as i32);
+    let stats = client.get_stats(pb::GetStatsRequest::default()).await.expect("stats").into_inner();
+    assert_eq!(stats.namespaces[0].headlines, 50);
+}
+
+fn core_headline(row: &Row, id_prefix: &str, shift: i64) -> CoreHeadline {
+    let time = headline_dedup::dataset::parse_rfc3339(&row.published_at).expect("time") + shift;
+    let id = format!("{id_prefix}{}", row.id);
+    let raw = RawHeadline { id: &id, text: &row.text, source: &row.source, url: "", published: Some(time) };
+    CoreHeadline::parse(&raw, time, true).expect("valid")
+}
+
+/// Every headline's story and every story's canonical headline.
+fn outcome(app: &App, rows: &[Row]) -> BTreeMap<String, (String, String)> {
+    rows.iter()
+        .map(|row| {
+            let stored = app.headline("default", &row.id).expect("stored");
+            let story = app.story("default", &stored.story_id.to_string()).expect("story");
+            (row.id.clone(), (story.id.to_string(), story.canonical_headline_id))
+        })
+        .collect()
+}
+
+#[test]
+fn a_reloaded_namespace_continues_exactly_as_one_that_never_stopped() {
+    let rows = fixture(FIXTURE);
+    let batches: Vec<&[Row]> = rows.chunks(64).collect();
+    let ingest = |app: &App, batch: &[Row]| {
+        let items = batch.iter().map(|r| Ok(core_headline(r, "", 0))).collect();
+        assert!(app.ingest("default", items).expect("ingest").iter().all(Result::is_ok));
+    };
+
+    let straight_dir = tempfile::tempdir().expect("tempdir");
+    let straight =
+        App::open(model(), SettingsBook::default(), Store::open(straight_dir.path()).expect("store")).expect("open");
+    for batch in &batches {
+        ingest(&straight, batch);
+    }
+
+    let restarted_dir = tempfile::tempdir().expect("tempdir");
+    let open = || {
+        App::open(model(), SettingsBook::default(), Store::open(restarted_dir.path()).expect("store")).expect("open")
+    };
+    let mut app = open();
+    for (i, batch) in batches.iter().enumerate() {
+        if i % 5 == 4 {
+            drop(app);
+            app = open();
+        }
+        ingest(&app, batch);
+    }
+    let stats = app.stats(Some("default")).expect("stats");
+    assert!(stats[0].1.merges > 0, "the run should include merges");
+    assert_eq!(outcome(&app, &rows), outcome(&straight, &rows));
+}
+
+#[test]
+fn retention_keeps_memory_and_disk_bounded_over_many_windows() {
+    let rows = fixture(FIXTURE);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = SettingsBook::parse(["retention_hours=24"]).expect("settings");
+    let app = App::open(model(), settings, Store::open(dir.path()).expect("store")).expect("open");
+    let file_size = || std::fs::metadata(dir.path().join(DB_FILE)).expect("db file").len();
+    let mut sizes = Vec::new();
+    for day in 0..10i64 {
+        let prefix = format!("d{day}-");
+        let items: Vec<_> = rows.iter().map(|r| Ok(core_headline(r, &prefix, day * DAY_MS))).collect();
+        for chunk in items.chunks(128) {
+            let answers = app.ingest("default", chunk.to_vec()).expect("ingest");
+            assert!(answers.iter().all(Result::is_ok));
+        }
+        let stats = app.stats(Some("default")).expect("stats")[0].1.clone();
+        assert!(stats.headlines <= 2 * rows.len() as u64, "day {day}: {} headlines stored", stats.headlines);
+        sizes.push(file_size());
+    }
+    assert!(app.headline("default", &format!("d0-{}", rows[0].id)).is_err(), "old headlines are gone");
+    assert!(app.headline("default", &format!("d9-{}", rows[0].id)).is_ok());
+    let settled = sizes[3];
+    let last = *sizes.last().expect("sizes");
+    assert!(last <= settled + settled / 2, "the data file keeps growing: {sizes:?}");
+    drop(app);
+    let reopened = App::open(model(), SettingsBook::default(), Store::open(dir.path()).expect("store")).expect("open");
+    let stats = reopened.stats(Some("default")).expect("stats")[0].1.clone();
+    assert!(stats.headlines <= 2 * rows.len() as u64);
+}
+
+/// Runs a command that is expected to exit by itself within seconds.
+fn run_briefly(command: &mut Command) -> std::process::Output {
+    let mut child =
+        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{command:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn damaged_data_directories_are_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let app = App::open(model(), SettingsBook::default(), Store::open(dir.path()).expect("store")).expect("open");
+        let rows = fixture(FIXTURE);
+        let items = rows[..200].iter().map(|r| Ok(core_headline(r, "", 0))).collect();
+        app.ingest("default", items).expect("ingest");
+    }
+    let file = dir.path().join(DB_FILE);
+    let original = std::fs::read(&file).expect("read");
+    let intact = Store::open(dir.path()).expect("open").load().expect("load");
+    assert_eq!(intact[0].snapshot.records.len(), 200);
+
+    // The binary refuses to start, with one line naming the file.
+    let damages: [(&str, Vec<u8>); 3] = [
+        ("truncated", original[..original.len() / 3].to_vec()),
+        ("garbage", (0..original.len()).map(|i| (i * 7919 % 251) as u8).collect()),
+        ("empty", Vec::new()),
+    ];
+    for (name, bytes) in &damages {
+        std::fs::write(&file, bytes).expect("write");
+        let output = run_briefly(
+            Command::new(binary())
+                .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &dir.path().display().to_string()])
+                .env("RUST_LOG", "off"),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{name}: {stderr}");
+        assert!(stderr.contains(DB_FILE), "{name}: {stderr}");
+    }
+
+    // Damage anywhere in the file is either refused or harmless: the store
+    // never returns altered data and never panics.
+    let mut refused = 0;
+    for offset in (0..original.len()).step_by(1531) {
+        let mut copy = original.clone();
+        for byte in &mut copy[offset..(offset + 8).min(original.len())] {
+            *byte ^= 0x5a;
+        }
+        std::fs::write(&file, &copy).expect("write");
+        match Store::open(dir.path()).and_then(|store| store.load()) {
+            Ok(loaded) => {
+                assert_eq!(loaded.len(), 1, "offset {offset}");
+                assert_eq!(loaded[0].snapshot.records, intact[0].snapshot.records, "offset {offset}: data altered");
+            }
+            Err(e) => {
+                assert!(e.to_string().contains(DB_FILE), "offset {offset}: {e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "no damage was detected at all");
+}
