@@ -110,6 +110,10 @@ pub struct EvalArgs {
     /// Also write the gold rows that were evaluated, for score.py.
     #[arg(long)]
     pub gold_out: Option<PathBuf>,
+    /// Also write each headline's assignment as answered
+    /// ({"id","kind","matched","story"}), for eval/duplicates.py.
+    #[arg(long)]
+    pub assignments_out: Option<PathBuf>,
     /// Clustering settings, key=value (as for serve).
     #[arg(long = "set", value_delimiter = ',')]
     pub settings: Vec<String>,

@@ -16,7 +16,7 @@ use crate::core::embed::{StaticModel, embedder_for};
 use crate::core::engine::Engine;
 use crate::core::normalize::stable_hash;
 use crate::core::settings::Settings;
-use crate::core::types::{DAY_MS, Headline, Millis, RawHeadline};
+use crate::core::types::{DAY_MS, Headline, MatchKind, Millis, RawHeadline};
 use crate::dataset::{Row, parse_rfc3339, read_rows};
 
 /// The order in which the file is replayed.
@@ -45,6 +45,9 @@ pub struct EvalJob {
     pub until: Option<String>,
     /// Where to write the gold rows that were evaluated (for `score.py`).
     pub gold_out: Option<PathBuf>,
+    /// Where to write each headline's assignment as it was answered
+    /// (`{"id","kind","matched","story"}`), to score the duplicate tiers.
+    pub assignments_out: Option<PathBuf>,
     /// The namespace settings (retention is ignored: every headline is kept).
     pub settings: Settings,
 }
@@ -79,6 +82,7 @@ pub fn run(job: &EvalJob, model: &Arc<StaticModel>) -> anyhow::Result<()> {
     let mut engine = Engine::new(settings, embedder);
     let started = Instant::now();
     let mut rejected = 0usize;
+    let mut answered = Vec::new();
     for chunk in timed.chunks(job.batch.max(1)) {
         let items = chunk
             .iter()
@@ -93,12 +97,31 @@ pub fn run(job: &EvalJob, model: &Arc<StaticModel>) -> anyhow::Result<()> {
                 Headline::parse(&raw, *time, true)
             })
             .collect();
-        rejected += engine.ingest(items).iter().filter(|a| a.is_err()).count();
+        for answer in engine.ingest(items) {
+            match answer {
+                Ok(a) if job.assignments_out.is_some() => answered.push(a),
+                Ok(_) => {}
+                Err(_) => rejected += 1,
+            }
+        }
     }
     let elapsed = started.elapsed();
     write_predictions(&job.out, &engine, &timed)?;
     if let Some(path) = &job.gold_out {
         write_gold(path, &timed)?;
+    }
+    if let Some(path) = &job.assignments_out {
+        write_lines(
+            path,
+            answered.iter().map(|a| {
+                serde_json::json!({
+                    "id": a.headline_id,
+                    "kind": kind_name(a.kind),
+                    "matched": a.matched_headline_id,
+                    "story": a.story_id.to_string(),
+                })
+            }),
+        )?;
     }
     let stats = engine.stats();
     println!(
@@ -119,28 +142,40 @@ pub fn run(job: &EvalJob, model: &Arc<StaticModel>) -> anyhow::Result<()> {
 }
 
 fn write_predictions(path: &Path, engine: &Engine, rows: &[(Millis, &Row)]) -> anyhow::Result<()> {
-    let mut out =
-        BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
-    for (_, row) in rows {
-        // A rejected row is its own cluster, so that it is still scored.
-        let cluster = engine
-            .headline(row.id.trim())
-            .map(|h| h.story_id.to_string())
-            .unwrap_or_else(|| format!("rejected:{}", row.id));
-        serde_json::to_writer(&mut out, &serde_json::json!({ "id": row.id, "cluster": cluster }))?;
+    write_lines(
+        path,
+        rows.iter().map(|(_, row)| {
+            // A rejected row is its own cluster, so that it is still scored.
+            let cluster = engine
+                .headline(row.id.trim())
+                .map(|h| h.story_id.to_string())
+                .unwrap_or_else(|| format!("rejected:{}", row.id));
+            serde_json::json!({ "id": row.id, "cluster": cluster })
+        }),
+    )
+}
+
+fn write_gold(path: &Path, rows: &[(Millis, &Row)]) -> anyhow::Result<()> {
+    write_lines(path, rows.iter().map(|(_, row)| serde_json::json!({ "id": row.id, "story": row.story })))
+}
+
+fn write_lines(path: &Path, lines: impl Iterator<Item = serde_json::Value>) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    for line in lines {
+        serde_json::to_writer(&mut out, &line)?;
         out.write_all(b"\n")?;
     }
     out.flush()?;
     Ok(())
 }
 
-fn write_gold(path: &Path, rows: &[(Millis, &Row)]) -> anyhow::Result<()> {
-    let mut out =
-        BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
-    for (_, row) in rows {
-        serde_json::to_writer(&mut out, &serde_json::json!({ "id": row.id, "story": row.story }))?;
-        out.write_all(b"\n")?;
+/// The name of a kind in assignment files.
+fn kind_name(kind: MatchKind) -> &'static str {
+    match kind {
+        MatchKind::NewStory => "new_story",
+        MatchKind::ExactDuplicate => "exact_duplicate",
+        MatchKind::NearDuplicate => "near_duplicate",
+        MatchKind::SameStory => "same_story",
     }
-    out.flush()?;
-    Ok(())
 }

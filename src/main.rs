@@ -92,6 +92,7 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         from: args.from,
         until: args.until,
         gold_out: args.gold_out,
+        assignments_out: args.assignments_out,
         settings: book.get(headline_dedup::app::DEFAULT_NAMESPACE).clone(),
     };
     eval::run(&job, &model)

@@ -161,10 +161,12 @@ fn strip_suffix<'a>(text: &'a str, source: Option<&str>) -> &'a str {
     }
     let tail_words: Vec<&str> = tail.split(' ').collect();
     let is_source = source.is_some_and(|s| same_name(s, tail));
+    // Without a source to compare with, a ` - ` tail counts as an outlet
+    // only if it looks like a name: a few capitalised words and no list
+    // ("Met Gala - Kim Kardashian, Rihanna & More" keeps its tail).
     let is_outlet = tail_words.len() <= 5
         && (sep != " - "
-            || tail_words.iter().all(|w| looks_like_name_word(w))
-            || tail.ends_with("...")
+            || (!tail.contains(',') && !tail.ends_with("...") && tail_words.iter().all(|w| looks_like_name_word(w)))
             || tail_words.iter().any(|w| is_domain(w)));
     if is_source || is_outlet { head } else { text }
 }
@@ -305,7 +307,18 @@ mod tests {
             "zebra technologies to acquire motorolas enterprise business"
         );
         assert_eq!(norm("Police: Woman shot by officer had knife | KCTV5"), "police woman shot by officer had knife");
-        assert_eq!(norm("Herbalife reports earnings - WNCN: News, Weather for  ..."), "herbalife reports earnings");
+        assert_eq!(
+            normalize("Herbalife reports earnings - WNCN: News, Weather for  ...", Some("WNCN")).text,
+            "herbalife reports earnings"
+        );
+    }
+
+    #[test]
+    fn a_tail_that_lists_names_is_part_of_the_headline() {
+        assert_ne!(
+            norm("Met Gala 2014 Red Carpet - Kendall Jenner..."),
+            norm("Met Gala 2014 Red Carpet - Kim Kardashian, Rihanna & More")
+        );
     }
 
     #[test]
