@@ -154,6 +154,25 @@ async fn retries_and_conflicts_hold_across_a_restart() {
     assert_eq!(conflict.code, pb::ItemErrorCode::AlreadyExists as i32);
     let stats = client.get_stats(pb::GetStatsRequest::default()).await.expect("stats").into_inner();
     assert_eq!(stats.namespaces[0].headlines, 50);
+
+    // A deletion is durable too.
+    let deleted = client
+        .delete_headlines(pb::DeleteHeadlinesRequest { namespace: String::new(), ids: vec![batch[0].id.clone()] })
+        .await
+        .expect("delete")
+        .into_inner();
+    assert_eq!(deleted.deleted_count, 1);
+    drop(client);
+    drop(server);
+    let server = Served::durable(dir.path());
+    let mut client = server.client().await;
+    let status = client
+        .get_headline(pb::GetHeadlineRequest { namespace: String::new(), id: batch[0].id.clone() })
+        .await
+        .expect_err("deleted");
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let stats = client.get_stats(pb::GetStatsRequest::default()).await.expect("stats").into_inner();
+    assert_eq!(stats.namespaces[0].headlines, 49);
 }
 
 fn core_headline(row: &Row, id_prefix: &str, shift: i64) -> CoreHeadline {

@@ -4,4 +4,5 @@
 mod cli;
 mod durability;
 mod grpc;
+mod properties;
 mod support;
