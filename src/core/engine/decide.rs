@@ -99,7 +99,9 @@ pub struct ScoredCandidate {
     pub seq: u64,
     pub story: StoryId,
     pub vector: f32,
-    pub string: f32,
+    /// String similarity, computed only where the near-duplicate tier needs
+    /// it (edit distance is the costliest comparison).
+    pub string: Option<f32>,
     pub story_score: f32,
 }
 
@@ -136,13 +138,21 @@ impl Engine {
                     text: rec.headline.text.clone(),
                     story_id: c.story,
                     vector_similarity: c.vector,
-                    string_similarity: c.string,
+                    string_similarity: self.string_similarity(c, &norm),
                     story_similarity: c.story_score,
                 })
             })
             .take(max_candidates)
             .collect();
         (assignment, candidates)
+    }
+
+    /// A candidate's string similarity with `norm`, computed if the
+    /// decision did not need it.
+    fn string_similarity(&self, candidate: &ScoredCandidate, norm: &Normalized) -> f32 {
+        candidate.string.unwrap_or_else(|| {
+            self.records.get(&candidate.seq).map_or(0.0, |r| string_similarity(&norm.text, &r.norm.text))
+        })
     }
 
     /// The exact tier: an equal normalised text in a live story.
@@ -188,17 +198,11 @@ impl Engine {
                     score
                 }
             };
-            candidates.push(ScoredCandidate {
-                seq,
-                story: story_id,
-                vector: cos,
-                string: string_similarity(&norm.text, &rec.norm.text),
-                story_score,
-            });
+            let string = (cos >= s.near_vector_threshold).then(|| string_similarity(&norm.text, &rec.norm.text));
+            candidates.push(ScoredCandidate { seq, story: story_id, vector: cos, string, story_score });
         }
         let near = candidates.iter().find(|c| {
-            c.vector >= s.near_vector_threshold
-                && c.string >= s.near_string_threshold
+            c.string.is_some_and(|string| string >= s.near_string_threshold)
                 && self.records.get(&c.seq).is_some_and(|r| near_duplicate_veto(&norm.text, &r.norm.text).is_none())
         });
         if let Some(c) = near {
@@ -209,7 +213,7 @@ impl Engine {
                 similarity: c.vector,
                 scores: Scores {
                     vector: c.vector,
-                    string: c.string,
+                    string: self.string_similarity(c, norm),
                     story: c.story_score,
                     threshold: s.near_vector_threshold,
                     note: Note::LightEdit,
@@ -245,7 +249,7 @@ impl Engine {
             similarity: score,
             scores: Scores {
                 vector: matched.map_or(0.0, |c| c.vector),
-                string: matched.map_or(0.0, |c| c.string),
+                string: matched.map_or(0.0, |c| self.string_similarity(&c, norm)),
                 story: score,
                 threshold: s.story_threshold,
                 note: Note::SameStory,
