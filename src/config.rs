@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::eval::Order;
+use crate::loadgen::Mode;
 
 /// Deduplicates news headlines and clusters them into stories, over gRPC.
 #[derive(Debug, Parser)]
@@ -28,6 +29,9 @@ pub enum Command {
     /// Cluster a labelled headline file in-process and write predictions for
     /// score.py.
     Eval(EvalArgs),
+    /// Load-test a server over gRPC with concurrent clients and report
+    /// throughput, latency percentiles and the server's peak RSS.
+    Bench(BenchArgs),
 }
 
 /// Log output format.
@@ -117,4 +121,43 @@ pub struct EvalArgs {
     /// Clustering settings, key=value (as for serve).
     #[arg(long = "set", value_delimiter = ',')]
     pub settings: Vec<String>,
+}
+
+/// `bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Server to load; without it a server is started with a temporary (or
+    /// --data-dir) data directory and its peak RSS is reported.
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Data directory of the server started here.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Headline file (JSON lines; .gz and .zst are decompressed).
+    #[arg(long, default_value = "../shared/eval/uci-news-aggregator/dev.jsonl.zst")]
+    pub file: PathBuf,
+    /// Use only the first N headlines of the file.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Ingest the first N headlines before measuring.
+    #[arg(long, default_value_t = 0)]
+    pub preload: usize,
+    /// Replay order (shuffle-day also sets every time to noon of its day).
+    #[arg(long, value_enum, default_value = "file")]
+    pub order: Order,
+    /// Concurrent clients, one connection each.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Headlines per call.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Unary Ingest calls or one IngestStream per client.
+    #[arg(long, value_enum, default_value = "unary")]
+    pub mode: Mode,
+    /// Namespace to write to.
+    #[arg(long, default_value = "bench")]
+    pub namespace: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -6,7 +6,8 @@
 //! - [`store`]: durable state in the data directory;
 //! - [`api`], [`server`], [`pb`]: the gRPC edge;
 //! - [`config`]: the command line;
-//! - [`dataset`] and [`eval`]: headline files and in-process evaluation.
+//! - [`dataset`] and [`eval`]: headline files and in-process evaluation;
+//! - [`loadgen`]: the gRPC load generator.
 
 pub mod api;
 pub mod app;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod core;
 pub mod dataset;
 pub mod eval;
+pub mod loadgen;
 pub mod pb;
 pub mod server;
 pub mod store;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use headline_dedup::api::Limits;
 use headline_dedup::app::{App, SettingsBook};
-use headline_dedup::config::{Cli, Command, EvalArgs, LogFormat, ServeArgs};
+use headline_dedup::config::{BenchArgs, Cli, Command, EvalArgs, LogFormat, ServeArgs};
 use headline_dedup::core::embed::StaticModel;
 use headline_dedup::eval::{self, EvalJob};
 use headline_dedup::server::{self, ServerOptions};
@@ -23,6 +23,7 @@ fn main() -> ExitCode {
             .and_then(|rt| rt.block_on(server::probe(&args.addr, Duration::from_secs(args.timeout))))
             .map(|serving| if serving { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
         Command::Eval(args) => run_eval(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("headline-dedup: {e:#}");
@@ -96,4 +97,38 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         settings: book.get(headline_dedup::app::DEFAULT_NAMESPACE).clone(),
     };
     eval::run(&job, &model)
+}
+
+fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    let job = headline_dedup::loadgen::LoadJob {
+        addr: args.addr,
+        data_dir: args.data_dir,
+        file: args.file,
+        limit: args.limit,
+        preload: args.preload,
+        order: args.order,
+        concurrency: args.concurrency,
+        batch: args.batch,
+        mode: args.mode,
+        namespace: args.namespace,
+    };
+    let report = runtime()?.block_on(headline_dedup::loadgen::run(&job))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "bench: {} headlines in {:.1}s = {:.0} headlines/s; {} calls ({} errors), latency p50 {:.2} ms p95 {:.2} ms p99 {:.2} ms max {:.2} ms; server peak RSS {}",
+            report.headlines,
+            report.seconds,
+            report.headlines_per_second,
+            report.calls,
+            report.errors,
+            report.p50_ms,
+            report.p95_ms,
+            report.p99_ms,
+            report.max_ms,
+            report.server_peak_rss_bytes.map_or("n/a".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0)),
+        );
+    }
+    Ok(())
 }

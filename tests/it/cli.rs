@@ -74,3 +74,23 @@ fn bad_configuration_exits_with_one_clear_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("story_threshold"), "{stderr}");
 }
+
+#[test]
+fn the_load_generator_drives_a_server_it_starts_and_reports() {
+    for mode in ["unary", "stream"] {
+        let output = Command::new(binary())
+            .args(["bench", "--file", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/uci-2014-03-12-sample.jsonl")])
+            .args(["--limit", "300", "--preload", "100", "--concurrency", "3", "--batch", "40", "--json", "--mode", mode])
+            .env("RUST_LOG", "off")
+            .output()
+            .expect("run bench");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+        assert_eq!(report["headlines"], 200, "{report}");
+        assert_eq!(report["calls"], 5, "{report}");
+        assert_eq!(report["errors"], 0, "{report}");
+        assert!(report["headlines_per_second"].as_f64().is_some_and(|r| r > 0.0), "{report}");
+        assert!(report["p99_ms"].as_f64() >= report["p50_ms"].as_f64(), "{report}");
+        assert!(report["server_peak_rss_bytes"].as_u64().is_some_and(|b| b > 1 << 20), "{report}");
+    }
+}

@@ -1,0 +1,147 @@
+//! Benchmarks of the clustering core on real headlines: normalisation, each
+//! embedder, the HNSW index (insert and search at 10k and 100k points), and
+//! the whole per-headline decision.
+//!
+//! Headlines come from `../shared/eval/uci-news-aggregator/dev.jsonl.zst`
+//! when it is there (set `HEADLINE_DEDUP_BENCH_DATA` to another file), else
+//! from the test fixture.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use headline_dedup::core::embed::{StaticModel, TermStats, embedder_for};
+use headline_dedup::core::engine::Engine;
+use headline_dedup::core::index::SegmentedIndex;
+use headline_dedup::core::normalize::{Normalized, normalize};
+use headline_dedup::core::settings::{EmbedderKind, Settings};
+use headline_dedup::core::types::{DAY_MS, Headline, RawHeadline};
+use headline_dedup::dataset::{Row, read_rows};
+
+fn rows(limit: usize) -> Vec<Row> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let path = std::env::var_os("HEADLINE_DEDUP_BENCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("../shared/eval/uci-news-aggregator/dev.jsonl.zst"));
+    let path = if path.exists() { path } else { manifest.join("tests/fixtures/uci-2014-03-12-sample.jsonl") };
+    let mut rows = read_rows(&path).expect("headlines");
+    rows.truncate(limit);
+    rows
+}
+
+fn headline(row: &Row, id: String) -> Headline {
+    let time = DAY_MS / 2;
+    let raw = RawHeadline {
+        id: &id,
+        text: &row.text,
+        source: row.source.as_deref().unwrap_or(""),
+        url: "",
+        published: Some(time),
+    };
+    Headline::parse(&raw, time, true).expect("valid")
+}
+
+fn normalization(c: &mut Criterion) {
+    let rows = rows(1000);
+    c.bench_function("normalize/1000 headlines", |b| {
+        b.iter(|| {
+            rows.iter().map(|r| normalize(black_box(&r.text), r.source.as_deref()).key).fold(0, u64::wrapping_add)
+        })
+    });
+}
+
+fn embedders(c: &mut Criterion) {
+    let model = Arc::new(StaticModel::bundled().expect("model"));
+    let texts: Vec<Normalized> = rows(1000).iter().map(|r| normalize(&r.text, r.source.as_deref())).collect();
+    let mut terms = TermStats::default();
+    texts.iter().for_each(|t| terms.add(t));
+    for kind in [EmbedderKind::Lexical, EmbedderKind::Semantic, EmbedderKind::Mixed] {
+        let embedder = embedder_for(&Settings { embedder: kind, ..Settings::default() }, &model);
+        let mut out = vec![0.0; embedder.dim()];
+        c.bench_function(&format!("embed/{}/1000 headlines", kind.name()), |b| {
+            b.iter(|| {
+                for text in &texts {
+                    embedder.embed(black_box(text), &terms, &mut out);
+                }
+            })
+        });
+    }
+}
+
+fn index(c: &mut Criterion) {
+    let model = Arc::new(StaticModel::bundled().expect("model"));
+    let embedder = embedder_for(&Settings::default(), &model);
+    let rows = rows(100_000);
+    let terms = TermStats::default();
+    let vectors: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|r| {
+            let mut v = vec![0.0; embedder.dim()];
+            embedder.embed(&normalize(&r.text, r.source.as_deref()), &terms, &mut v);
+            v
+        })
+        .collect();
+    let of = |id: u64| vectors.get(id as usize).cloned();
+    for size in [10_000usize, 100_000] {
+        if size > vectors.len() {
+            continue;
+        }
+        let mut index = SegmentedIndex::new(DAY_MS);
+        for (id, v) in vectors.iter().enumerate().take(size) {
+            index.insert(id as u64, 0, v, &of);
+        }
+        let mut probe = 0usize;
+        c.bench_function(&format!("index/search k=20/{size} points"), |b| {
+            b.iter(|| {
+                probe = (probe + 7919) % size;
+                index.search(black_box(&vectors[probe]), 0, 0, 20, &of)
+            })
+        });
+        let mut added = 0usize;
+        c.bench_function(&format!("index/insert/{size} points"), |b| {
+            b.iter_batched(
+                || {
+                    added += 1;
+                    added
+                },
+                |n| index.insert((vectors.len() + n) as u64, 0, &vectors[(n * 7919) % size], &of),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+}
+
+fn decision(c: &mut Criterion) {
+    let model = Arc::new(StaticModel::bundled().expect("model"));
+    let settings = Settings { retention: None, ..Settings::default() };
+    let rows = rows(11_000);
+    let (warm, probes) = rows.split_at(rows.len().saturating_sub(1000));
+    let mut engine = Engine::new(settings.clone(), embedder_for(&settings, &model));
+    for chunk in warm.chunks(256) {
+        engine.ingest(chunk.iter().map(|r| Ok(headline(r, r.id.clone()))).collect());
+    }
+    let probes: Vec<Headline> = probes.iter().map(|r| headline(r, format!("probe-{}", r.id))).collect();
+    let mut next = 0usize;
+    c.bench_function(&format!("decide/match one headline/{} stored", warm.len()), |b| {
+        b.iter(|| {
+            next = (next + 1) % probes.len();
+            engine.match_headline(black_box(&probes[next]), 10)
+        })
+    });
+    let mut serial = 0usize;
+    c.bench_function(&format!("decide/ingest one headline/{} stored", warm.len()), |b| {
+        b.iter_batched(
+            || {
+                serial += 1;
+                let row = &probes[serial % probes.len()];
+                Headline { id: format!("{}-{serial}", row.id), ..row.clone() }
+            },
+            |h| engine.ingest(vec![Ok(h)]),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, normalization, embedders, index, decision);
+criterion_main!(benches);
