@@ -17,6 +17,7 @@ use headline_dedup::core::index::SegmentedIndex;
 use headline_dedup::core::normalize::{Normalized, normalize};
 use headline_dedup::core::settings::{EmbedderKind, Settings};
 use headline_dedup::core::types::{DAY_MS, Headline, RawHeadline};
+use headline_dedup::core::vector::QuantizedVector;
 use headline_dedup::dataset::{Row, read_rows};
 
 fn rows(limit: usize) -> Vec<Row> {
@@ -74,12 +75,12 @@ fn index(c: &mut Criterion) {
     let embedder = embedder_for(&Settings::default(), &model);
     let rows = rows(100_000);
     let terms = TermStats::default();
-    let vectors: Vec<Vec<f32>> = rows
+    let vectors: Vec<Vec<i8>> = rows
         .iter()
         .map(|r| {
             let mut v = vec![0.0; embedder.dim()];
             embedder.embed(&normalize(&r.text, r.source.as_deref()), &terms, &mut v);
-            v
+            QuantizedVector::new(&v).values().to_vec()
         })
         .collect();
     let of = |id: u64| vectors.get(id as usize).cloned();

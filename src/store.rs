@@ -17,7 +17,7 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::core::engine::{Changes, Counters, PersistedRecord, Snapshot};
-use crate::core::story::QuantizedVector;
+use crate::core::vector::QuantizedVector;
 use crate::core::types::{Headline, MatchKind, StoryId};
 
 const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
@@ -95,9 +95,8 @@ struct RecordMessage {
     note: u32,
     #[prost(bool, tag = "15")]
     exemplar: bool,
-    #[prost(float, tag = "16")]
-    vector_scale: f32,
-    #[prost(bytes = "vec", tag = "17")]
+    /// The quantized vector (`core::vector`), one byte per dimension.
+    #[prost(bytes = "vec", tag = "16")]
     vector: Vec<u8>,
 }
 
@@ -151,15 +150,14 @@ impl RecordMessage {
             threshold: r.threshold,
             note: r.note,
             exemplar: r.exemplar,
-            vector_scale: r.vector.scale(),
             vector: r.vector.values().iter().map(|&v| v as u8).collect(),
         }
     }
 
     fn into_record(self, seq: u64) -> Result<PersistedRecord, String> {
         let kind = kind_from_code(self.kind).ok_or_else(|| format!("unknown kind {}", self.kind))?;
-        if self.vector.is_empty() || !self.vector_scale.is_finite() {
-            return Err("missing or invalid vector".into());
+        if self.vector.is_empty() {
+            return Err("missing vector".into());
         }
         Ok(PersistedRecord {
             seq,
@@ -180,7 +178,7 @@ impl RecordMessage {
             threshold: self.threshold,
             note: self.note,
             exemplar: self.exemplar,
-            vector: QuantizedVector::from_parts(self.vector_scale, self.vector.iter().map(|&v| v as i8).collect()),
+            vector: QuantizedVector::from_values(self.vector.iter().map(|&v| v as i8).collect()),
         })
     }
 }

@@ -9,3 +9,4 @@ pub mod normalize;
 pub mod settings;
 pub mod story;
 pub mod types;
+pub mod vector;

@@ -1,76 +1,14 @@
-//! A story: its members, the sum of their vectors, the exemplars it keeps
-//! in the index, its wordings and its canonical headline.
-//!
-//! The sum is always the sum of the members' vectors added in sequence
-//! order, whatever happened before (merges, deletions): it is recomputed
-//! rather than patched, so that a story rebuilt after a restart has the same
-//! bits as the story that was never unloaded.
+//! A story: its members, the exact sum of their vectors, the exemplars it
+//! keeps in the index, its wordings and its canonical headline.
 
 use std::collections::HashMap;
 
-use super::embed::{dot, normalize_l2};
 use super::types::{Millis, StoryId};
+use super::vector::{QuantizedVector, VectorSum};
 
 /// How much a wording's syndication (copies of it in the story) adds to its
 /// centrality when the canonical headline is chosen: `ln(copies)` times this.
 const SYNDICATION_BONUS: f32 = 0.05;
-
-/// A unit vector stored in 8 bits per dimension. The dequantized form is the
-/// vector the engine uses everywhere, so that state reloaded from disk gives
-/// the same numbers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QuantizedVector {
-    scale: f32,
-    values: Box<[i8]>,
-}
-
-impl QuantizedVector {
-    /// Quantizes `v` (symmetric, one scale for the vector).
-    pub fn new(v: &[f32]) -> Self {
-        let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-        // The division keeps every value within [-127, 127].
-        let values = v.iter().map(|x| (x / scale).round() as i8).collect();
-        Self { scale, values }
-    }
-
-    /// Rebuilds a vector from its stored scale and values.
-    pub fn from_parts(scale: f32, values: Box<[i8]>) -> Self {
-        Self { scale, values }
-    }
-
-    /// The scale.
-    pub fn scale(&self) -> f32 {
-        self.scale
-    }
-
-    /// The quantized values.
-    pub fn values(&self) -> &[i8] {
-        &self.values
-    }
-
-    /// The dimension.
-    pub fn dim(&self) -> usize {
-        self.values.len()
-    }
-
-    /// The vector as floats.
-    pub fn to_vec(&self) -> Vec<f32> {
-        self.values.iter().map(|&q| f32::from(q) * self.scale).collect()
-    }
-
-    /// Adds this vector to `sum`.
-    fn add_to(&self, sum: &mut [f32]) {
-        for (s, &q) in sum.iter_mut().zip(self.values.iter()) {
-            *s += f32::from(q) * self.scale;
-        }
-    }
-
-    /// The dot product with a float vector.
-    pub fn dot(&self, other: &[f32]) -> f32 {
-        self.values.iter().zip(other).map(|(&q, &x)| f32::from(q) * self.scale * x).sum()
-    }
-}
 
 /// One story.
 #[derive(Debug, Clone)]
@@ -79,8 +17,8 @@ pub struct Story {
     pub id: StoryId,
     /// Member sequence numbers, ascending.
     pub members: Vec<u64>,
-    /// Sum of the members' vectors, in sequence order.
-    sum: Vec<f32>,
+    /// Sum of the members' vectors.
+    sum: VectorSum,
     /// Members in the index.
     pub exemplars: usize,
     /// Event time of the newest exemplar.
@@ -116,7 +54,7 @@ impl Story {
         Self {
             id,
             members: Vec::new(),
-            sum: vec![0.0; dim],
+            sum: VectorSum::new(dim),
             exemplars: 0,
             last_exemplar_time: Millis::MIN,
             first_seen: Millis::MAX,
@@ -133,7 +71,7 @@ impl Story {
             self.canonical = seq;
         }
         self.members.push(seq);
-        member.vector.add_to(&mut self.sum);
+        self.sum.add(member.vector);
         self.count(&member);
     }
 
@@ -153,7 +91,7 @@ impl Story {
         self.members.sort_unstable();
         self.members.dedup();
         self.members.retain(|&seq| info(seq).is_some());
-        self.sum.fill(0.0);
+        self.sum = VectorSum::new(self.sum.values_len());
         self.exemplars = 0;
         self.last_exemplar_time = Millis::MIN;
         self.first_seen = Millis::MAX;
@@ -161,7 +99,7 @@ impl Story {
         self.wordings.clear();
         for &seq in &self.members.clone() {
             if let Some(member) = info(seq) {
-                member.vector.add_to(&mut self.sum);
+                self.sum.add(member.vector);
                 self.count(&member);
             }
         }
@@ -176,39 +114,35 @@ impl Story {
         self.merged.sort_unstable();
     }
 
-    /// Mean similarity of a unit vector to the members: its dot product
-    /// with the mean of their vectors.
-    pub fn mean_similarity(&self, vector: &[f32]) -> f32 {
-        dot(vector, &self.sum) / self.members.len().max(1) as f32
+    /// Mean similarity of a vector to the members.
+    pub fn mean_similarity(&self, vector: &QuantizedVector) -> f32 {
+        self.sum.mean_similarity(vector)
     }
 
     /// Average linkage: the mean similarity over all pairs of members of
     /// the two stories.
     pub fn linkage(&self, other: &Story) -> f32 {
-        let pairs = (self.members.len() * other.members.len()).max(1) as f32;
-        dot(&self.sum, &other.sum) / pairs
+        self.sum.linkage(&other.sum)
     }
 
-    /// The unit direction of the members' mean.
-    pub fn direction(&self) -> Vec<f32> {
-        let mut d = self.sum.clone();
-        normalize_l2(&mut d);
-        d
+    /// The direction of the members' mean, for searching the index.
+    pub fn direction(&self) -> QuantizedVector {
+        self.sum.direction()
     }
 
     /// The most central member, preferring the most syndicated wording: the
-    /// highest `cos(member, mean) + SYNDICATION_BONUS * ln(copies)` over the
-    /// members (all copies of a wording share its score), ties to the
+    /// highest cosine with the members' mean plus `SYNDICATION_BONUS *
+    /// ln(copies)` (all copies of a wording share its score), ties to the
     /// earliest.
     pub fn pick_canonical<'a>(&self, info: impl Fn(u64) -> Option<MemberInfo<'a>>) -> Option<u64> {
-        let norm = dot(&self.sum, &self.sum).sqrt().max(f32::MIN_POSITIVE);
+        let norm = self.sum.norm();
         let mut scores: HashMap<u64, f32> = HashMap::new();
         let mut best: Option<(f32, u64)> = None;
         for &seq in &self.members {
             let Some(member) = info(seq) else { continue };
             let score = *scores.entry(member.key).or_insert_with(|| {
                 let copies = self.wordings.get(&member.key).copied().unwrap_or(1).max(1);
-                member.vector.dot(&self.sum) / norm + SYNDICATION_BONUS * (copies as f32).ln()
+                self.sum.cosine_with_norm(member.vector, norm) + SYNDICATION_BONUS * (copies as f32).ln()
             });
             if best.is_none_or(|(b, _)| score > b) {
                 best = Some((score, seq));
@@ -223,19 +157,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantization_keeps_vectors_close() {
-        let v = [0.6f32, -0.8, 0.0, 0.001];
-        let q = QuantizedVector::new(&v);
-        for (a, b) in q.to_vec().iter().zip(v) {
-            assert!((a - b).abs() < 0.004, "{a} vs {b}");
-        }
-        assert_eq!(QuantizedVector::new(&[0.0; 3]).to_vec(), vec![0.0; 3]);
-    }
-
-    #[test]
     fn rebuild_after_absorb_equals_adding_in_order() {
         let vectors: Vec<QuantizedVector> =
-            (0..6).map(|i| QuantizedVector::new(&[i as f32 * 0.1, 1.0 - i as f32 * 0.1, 0.3])).collect();
+            (0..6).map(|i| QuantizedVector::new(&[i as f32 * 0.1, 0.7 - i as f32 * 0.1, 0.3])).collect();
         let info = |seq: u64| {
             Some(MemberInfo {
                 time: seq as Millis,

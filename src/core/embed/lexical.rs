@@ -67,7 +67,7 @@ impl Embedder for LexicalEmbedder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::embed::cosine;
+    use crate::core::embed::dot as cosine;
     use crate::core::normalize::normalize;
 
     fn vector(text: &str) -> Vec<f32> {

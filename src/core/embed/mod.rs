@@ -127,17 +127,6 @@ fn distinct_words(text: &Normalized) -> impl Iterator<Item = &str> {
     words.into_iter()
 }
 
-/// Cosine similarity of two unit vectors.
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    dot(a, b)
-}
-
-/// Cosine of a unit vector with the direction of a sum of vectors.
-pub fn cosine_to_sum(vector: &[f32], sum: &[f32]) -> f32 {
-    let norm = dot(sum, sum).sqrt();
-    if norm > 0.0 { dot(vector, sum) / norm } else { 0.0 }
-}
-
 /// The dot product, written so that the compiler vectorises it.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];

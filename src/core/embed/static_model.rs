@@ -215,7 +215,7 @@ impl Embedder for SemanticEmbedder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::embed::cosine;
+    use crate::core::embed::dot as cosine;
     use crate::core::normalize::normalize;
 
     fn model() -> StaticModel {

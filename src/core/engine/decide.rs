@@ -4,6 +4,7 @@
 use super::Engine;
 use crate::core::compare::{near_duplicate_veto, string_similarity};
 use crate::core::normalize::{Normalized, normalize};
+use crate::core::vector::QuantizedVector;
 use crate::core::types::{Assignment, Candidate, Evidence, Headline, MatchKind, Millis, StoryId};
 
 /// Why a decision was taken, in a word.
@@ -112,7 +113,7 @@ impl Engine {
         let norm = normalize(&headline.text, headline.source.as_deref());
         let decision = self
             .decide_exact(headline.published, &norm)
-            .unwrap_or_else(|| self.decide_similar(headline.published, &norm, &self.embed(&norm).to_vec()));
+            .unwrap_or_else(|| self.decide_similar(headline.published, &norm, &self.embed(&norm)));
         let story = decision.story.and_then(|id| self.stories.get(&id));
         let record = |seq: u64| self.records.get(&seq);
         let canonical = story.and_then(|s| record(s.canonical));
@@ -175,11 +176,11 @@ impl Engine {
     }
 
     /// The near-duplicate and same-story tiers, from the index candidates.
-    pub(super) fn decide_similar(&self, time: Millis, norm: &Normalized, vector: &[f32]) -> Decision {
+    pub(super) fn decide_similar(&self, time: Millis, norm: &Normalized, vector: &QuantizedVector) -> Decision {
         let s = &self.settings;
         let window = s.story_window;
         let hits =
-            self.index.search(vector, time.saturating_sub(window), time.saturating_add(window), s.candidates, &|seq| {
+            self.index.search(vector.values(), time.saturating_sub(window), time.saturating_add(window), s.candidates, &|seq| {
                 self.vector_of(seq)
             });
         let mut candidates: Vec<ScoredCandidate> = Vec::with_capacity(hits.len());

@@ -52,7 +52,8 @@ impl Engine {
         let (from, to) = (story.first_seen.saturating_sub(window), story.last_seen.saturating_add(window));
         let k = self.settings.candidates + story.exemplars;
         let mut seen = vec![id];
-        for (seq, _) in self.index.search(&story.direction(), from, to, k, &|seq| self.vector_of(seq)) {
+        let direction = story.direction();
+        for (seq, _) in self.index.search(direction.values(), from, to, k, &|seq| self.vector_of(seq)) {
             let Some(rec) = self.records.get(&seq) else { continue };
             let other = self.resolve(rec.story);
             if seen.contains(&other) {

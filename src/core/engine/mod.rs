@@ -36,7 +36,8 @@ use super::embed::{Embedder, TermStats};
 use super::index::SegmentedIndex;
 use super::normalize::{Normalized, normalize, stable_hash};
 use super::settings::Settings;
-use super::story::{MemberInfo, QuantizedVector, Story};
+use super::story::{MemberInfo, Story};
+use super::vector::QuantizedVector;
 use super::types::{Assignment, Headline, ItemError, MatchKind, Millis, StoryId};
 use decide::{Decision, Scores};
 
@@ -178,8 +179,8 @@ impl Engine {
     }
 
     /// A stored headline's vector, for the index.
-    fn vector_of(&self, seq: u64) -> Option<Vec<f32>> {
-        self.records.get(&seq).map(|r| r.vector.to_vec())
+    fn vector_of(&self, seq: u64) -> Option<Vec<i8>> {
+        self.records.get(&seq).map(|r| r.vector.values().to_vec())
     }
 
     fn resolve(&self, mut id: StoryId) -> StoryId {
@@ -205,7 +206,7 @@ impl Engine {
         });
         let (decision, vector) = exact.unwrap_or_else(|| {
             let vector = self.embed(&norm);
-            (self.decide_similar(time, &norm, &vector.to_vec()), Arc::new(vector))
+            (self.decide_similar(time, &norm, &vector), Arc::new(vector))
         });
         let seq = self.counters.next_seq;
         self.counters.next_seq += 1;
@@ -217,9 +218,8 @@ impl Engine {
         });
         let exemplar = self.worth_indexing(&decision, story_id, time);
         if exemplar {
-            let v = vector.to_vec();
             let records = &self.records;
-            self.index.insert(seq, time, &v, &|s| records.get(&s).map(|r| r.vector.to_vec()));
+            self.index.insert(seq, time, vector.values(), &|s| records.get(&s).map(|r| r.vector.values().to_vec()));
         }
         let record = Record {
             headline,

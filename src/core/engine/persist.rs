@@ -8,7 +8,8 @@ use super::{Engine, Record};
 use crate::core::embed::Embedder;
 use crate::core::normalize::normalize;
 use crate::core::settings::Settings;
-use crate::core::story::{QuantizedVector, Story};
+use crate::core::story::Story;
+use crate::core::vector::QuantizedVector;
 use crate::core::types::{Headline, MatchKind, Millis, StoryId};
 
 /// Counters that survive a reload.
