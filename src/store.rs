@@ -17,8 +17,8 @@ use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::core::engine::{Changes, Counters, PersistedRecord, Snapshot};
-use crate::core::vector::QuantizedVector;
 use crate::core::types::{Headline, MatchKind, StoryId};
+use crate::core::vector::QuantizedVector;
 
 const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
 const REDIRECTS: TableDefinition<(&str, u64), u64> = TableDefinition::new("redirects");

@@ -163,8 +163,7 @@ impl VectorSum {
     pub fn dot(&self, v: &QuantizedVector) -> f32 {
         let mut lanes = [0.0f32; 8];
         let (sums, values) = (self.values.chunks_exact(8), v.values.chunks_exact(8));
-        let tail: f32 =
-            sums.remainder().iter().zip(values.remainder()).map(|(&s, &x)| s as f32 * f32::from(x)).sum();
+        let tail: f32 = sums.remainder().iter().zip(values.remainder()).map(|(&s, &x)| s as f32 * f32::from(x)).sum();
         for (s, x) in sums.zip(values) {
             for i in 0..8 {
                 lanes[i] += s[i] as f32 * f32::from(x[i]);
@@ -255,7 +254,8 @@ mod tests {
         vs.iter().enumerate().filter(|(i, _)| *i != 2).for_each(|(_, v)| without.add(v));
         assert_eq!(forward, without);
         let mean = without.mean_similarity(&vs[0]);
-        let expected: f32 = vs.iter().enumerate().filter(|(i, _)| *i != 2).map(|(_, v)| vs[0].cosine(v)).sum::<f32>() / 4.0;
+        let expected: f32 =
+            vs.iter().enumerate().filter(|(i, _)| *i != 2).map(|(_, v)| vs[0].cosine(v)).sum::<f32>() / 4.0;
         assert!((mean - expected).abs() < 1e-4);
     }
 
@@ -268,7 +268,8 @@ mod tests {
         a.add(&vs[1]);
         b.add(&vs[2]);
         b.add(&vs[3]);
-        let expected = (vs[0].cosine(&vs[2]) + vs[0].cosine(&vs[3]) + vs[1].cosine(&vs[2]) + vs[1].cosine(&vs[3])) / 4.0;
+        let expected =
+            (vs[0].cosine(&vs[2]) + vs[0].cosine(&vs[3]) + vs[1].cosine(&vs[2]) + vs[1].cosine(&vs[3])) / 4.0;
         assert!((a.linkage(&b) - expected).abs() < 1e-4);
         assert!(a.direction().cosine(&vs[0]) > 0.9);
     }

@@ -79,8 +79,24 @@ fn bad_configuration_exits_with_one_clear_line() {
 fn the_load_generator_drives_a_server_it_starts_and_reports() {
     for mode in ["unary", "stream"] {
         let output = Command::new(binary())
-            .args(["bench", "--file", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/uci-2014-03-12-sample.jsonl")])
-            .args(["--limit", "300", "--preload", "100", "--concurrency", "3", "--batch", "40", "--json", "--mode", mode])
+            .args([
+                "bench",
+                "--file",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/uci-2014-03-12-sample.jsonl"),
+            ])
+            .args([
+                "--limit",
+                "300",
+                "--preload",
+                "100",
+                "--concurrency",
+                "3",
+                "--batch",
+                "40",
+                "--json",
+                "--mode",
+                mode,
+            ])
             .env("RUST_LOG", "off")
             .output()
             .expect("run bench");

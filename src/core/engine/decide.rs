@@ -4,8 +4,8 @@
 use super::Engine;
 use crate::core::compare::{near_duplicate_veto, string_similarity};
 use crate::core::normalize::{Normalized, normalize};
-use crate::core::vector::QuantizedVector;
 use crate::core::types::{Assignment, Candidate, Evidence, Headline, MatchKind, Millis, StoryId};
+use crate::core::vector::QuantizedVector;
 
 /// Why a decision was taken, in a word.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -179,10 +179,13 @@ impl Engine {
     pub(super) fn decide_similar(&self, time: Millis, norm: &Normalized, vector: &QuantizedVector) -> Decision {
         let s = &self.settings;
         let window = s.story_window;
-        let hits =
-            self.index.search(vector.values(), time.saturating_sub(window), time.saturating_add(window), s.candidates, &|seq| {
-                self.vector_of(seq)
-            });
+        let hits = self.index.search(
+            vector.values(),
+            time.saturating_sub(window),
+            time.saturating_add(window),
+            s.candidates,
+            &|seq| self.vector_of(seq),
+        );
         let mut candidates: Vec<ScoredCandidate> = Vec::with_capacity(hits.len());
         let mut story_scores: Vec<(StoryId, f32)> = Vec::new();
         for (seq, cos) in hits {

@@ -37,8 +37,8 @@ use super::index::SegmentedIndex;
 use super::normalize::{Normalized, normalize, stable_hash};
 use super::settings::Settings;
 use super::story::{MemberInfo, Story};
-use super::vector::QuantizedVector;
 use super::types::{Assignment, Headline, ItemError, MatchKind, Millis, StoryId};
+use super::vector::QuantizedVector;
 use decide::{Decision, Scores};
 
 /// A same-story headline whose vector is at least this close to one of the

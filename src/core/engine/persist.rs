@@ -9,8 +9,8 @@ use crate::core::embed::Embedder;
 use crate::core::normalize::normalize;
 use crate::core::settings::Settings;
 use crate::core::story::Story;
-use crate::core::vector::QuantizedVector;
 use crate::core::types::{Headline, MatchKind, Millis, StoryId};
+use crate::core::vector::QuantizedVector;
 
 /// Counters that survive a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
