@@ -8,7 +8,6 @@
 //! into the binary, so the service works offline with no files around it.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use unicode_normalization::UnicodeNormalization;
@@ -27,14 +26,6 @@ const MAX_WORD_CHARS: usize = 100;
 /// Why a model could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum StaticModelError {
-    /// A model file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file.
-        path: String,
-        /// The cause.
-        source: std::io::Error,
-    },
     /// The files are not a valid model.
     #[error("invalid model: {0}")]
     Invalid(String),
@@ -59,17 +50,6 @@ impl StaticModel {
     /// The model compiled into the binary.
     pub fn bundled() -> Result<Self, StaticModelError> {
         Self::from_parts(BUNDLED_VOCAB, BUNDLED_VECTORS)
-    }
-
-    /// Loads `vocab.txt` and `vectors.safetensors` from `dir`.
-    pub fn from_dir(dir: &Path) -> Result<Self, StaticModelError> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read(&path).map_err(|source| StaticModelError::Io { path: path.display().to_string(), source })
-        };
-        let vocab = String::from_utf8(read("vocab.txt")?)
-            .map_err(|_| StaticModelError::Invalid("vocab.txt is not UTF-8".into()))?;
-        Self::from_parts(&vocab, &read("vectors.safetensors")?)
     }
 
     /// Builds a model from the text of `vocab.txt` and the bytes of

@@ -318,11 +318,6 @@ impl Engine {
         removed
     }
 
-    /// The latest event time seen (`Millis::MIN` before the first headline).
-    pub fn watermark(&self) -> Millis {
-        self.watermark
-    }
-
     fn remove(&mut self, seqs: &[u64]) -> usize {
         let mut touched = BTreeSet::new();
         let mut keys = Vec::new();
