@@ -139,6 +139,10 @@ pub struct BenchArgs {
     /// Use only the first N headlines of the file.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Send N headlines in all, going through the file again as often as
+    /// needed (later rounds get new ids and times 92 days later per round).
+    #[arg(long)]
+    pub total: Option<usize>,
     /// Ingest the first N headlines before measuring.
     #[arg(long, default_value_t = 0)]
     pub preload: usize,
@@ -160,4 +164,8 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Clustering settings of the server started here, key=value (as for
+    /// serve).
+    #[arg(long = "set", value_delimiter = ',')]
+    pub settings: Vec<String>,
 }

@@ -42,6 +42,12 @@ pub struct LoadJob {
     pub file: PathBuf,
     /// Use only the first headlines of the file.
     pub limit: Option<usize>,
+    /// Send this many headlines in all, going through the file again as
+    /// often as needed: round `k > 0` prefixes ids with `r{k}-` and moves
+    /// times `k * 92` days later, so that every headline is new.
+    pub total: Option<usize>,
+    /// Settings for a server started here (`key=value`).
+    pub settings: Vec<String>,
     /// Headlines ingested before measuring (not timed).
     pub preload: usize,
     /// Replay order.
@@ -96,7 +102,7 @@ impl Drop for Spawned {
 }
 
 impl Spawned {
-    async fn start(data_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+    async fn start(data_dir: Option<PathBuf>, settings: &[String]) -> anyhow::Result<Self> {
         let temp = match data_dir {
             Some(_) => None,
             None => Some(tempfile::tempdir()?),
@@ -108,6 +114,7 @@ impl Spawned {
             .args(["serve", "--listen", &addr, "--data-dir"])
             .arg(&dir)
             .args(["--max-batch", "100000", "--max-message-bytes", "268435456"])
+            .args(settings.iter().flat_map(|s| ["--set", s.as_str()]))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -130,22 +137,27 @@ impl Spawned {
     }
 }
 
-fn to_headlines(rows: &[Row], order: Order) -> anyhow::Result<Vec<pb::Headline>> {
-    let mut timed = Vec::with_capacity(rows.len());
-    for row in rows {
-        let mut time = row.published_millis()?.unwrap_or(DAY_MS / 2);
+/// How far each extra round through the file moves its times.
+const ROUND_SHIFT: i64 = 92 * DAY_MS;
+
+fn to_headlines(rows: &[Row], order: Order, total: usize) -> anyhow::Result<Vec<pb::Headline>> {
+    let mut timed = Vec::with_capacity(total);
+    for (i, row) in rows.iter().cycle().take(if rows.is_empty() { 0 } else { total }).enumerate() {
+        let round = i / rows.len();
+        let mut time = row.published_millis()?.unwrap_or(DAY_MS / 2) + round as i64 * ROUND_SHIFT;
         if order == Order::ShuffleDay {
             time = time.div_euclid(DAY_MS) * DAY_MS + DAY_MS / 2;
         }
-        timed.push((time, row));
+        let id = if round == 0 { row.id.clone() } else { format!("r{round}-{}", row.id) };
+        timed.push((time, id, row));
     }
     if order == Order::ShuffleDay {
-        timed.sort_by_key(|(time, row)| (*time, stable_hash(format!("shuffle:{}", row.id).as_bytes())));
+        timed.sort_by_key(|(time, id, _)| (*time, stable_hash(format!("shuffle:{id}").as_bytes())));
     }
     Ok(timed
         .into_iter()
-        .map(|(time, row)| pb::Headline {
-            id: row.id.clone(),
+        .map(|(time, id, row)| pb::Headline {
+            id,
             text: row.text.clone(),
             source: row.source.clone().unwrap_or_default(),
             url: row.url.clone().unwrap_or_default(),
@@ -165,10 +177,10 @@ pub async fn run(job: &LoadJob) -> anyhow::Result<LoadReport> {
     if let Some(limit) = job.limit {
         rows.truncate(limit);
     }
-    let headlines = to_headlines(&rows, job.order)?;
+    let headlines = to_headlines(&rows, job.order, job.total.unwrap_or(rows.len()))?;
     let spawned = match &job.addr {
         Some(_) => None,
-        None => Some(Spawned::start(job.data_dir.clone()).await?),
+        None => Some(Spawned::start(job.data_dir.clone(), &job.settings).await?),
     };
     let addr = job.addr.clone().or_else(|| spawned.as_ref().map(|s| s.addr.clone())).unwrap_or_default();
     let preload = job.preload.min(headlines.len());

@@ -105,6 +105,8 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir,
         file: args.file,
         limit: args.limit,
+        total: args.total,
+        settings: args.settings,
         preload: args.preload,
         order: args.order,
         concurrency: args.concurrency,
