@@ -23,9 +23,11 @@ RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/headline-dedup
 COPY --from=build /usr/local/bin/headline-dedup /usr/local/bin/headline-dedup
 USER 10001:10001
 ENV HEADLINE_DEDUP_LISTEN=0.0.0.0:50051 \
+    HEADLINE_DEDUP_METRICS_LISTEN=0.0.0.0:9090 \
     HEADLINE_DEDUP_DATA_DIR=/var/lib/headline-dedup
 VOLUME ["/var/lib/headline-dedup"]
-EXPOSE 50051
+# gRPC; metrics (/metrics) and the story board (/)
+EXPOSE 50051 9090
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["headline-dedup", "healthcheck", "--addr", "127.0.0.1:50051"]

@@ -11,9 +11,11 @@ use crate::core::embed::{StaticModel, embedder_for};
 use crate::core::engine::Engine;
 use crate::core::settings::Settings;
 use crate::core::types::{
-    Assignment, Candidate, Headline, ItemError, Stats, StoredHeadline, StoryCursor, StoryId, StoryQuery, StoryView,
+    Assignment, Candidate, Headline, ItemError, MatchKind, Stats, StoredHeadline, StoryCursor, StoryId, StoryQuery,
+    StoryView,
 };
 use crate::store::{Store, StoredNamespace};
+use crate::telemetry;
 
 /// The namespace used when a request names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -134,6 +136,27 @@ impl std::fmt::Debug for App {
     }
 }
 
+/// Counts a batch's answers by kind.
+fn count_answers(namespace: &str, results: &[Result<Assignment, ItemError>]) {
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for result in results {
+        let kind = match result {
+            Err(_) => "rejected",
+            Ok(a) if a.replayed => "replayed",
+            Ok(a) => match a.kind {
+                MatchKind::NewStory => "new_story",
+                MatchKind::ExactDuplicate => "exact_duplicate",
+                MatchKind::NearDuplicate => "near_duplicate",
+                MatchKind::SameStory => "same_story",
+            },
+        };
+        *counts.entry(kind).or_default() += 1;
+    }
+    for (kind, count) in counts {
+        metrics::counter!(telemetry::HEADLINES, "namespace" => namespace.to_owned(), "kind" => kind).increment(count);
+    }
+}
+
 fn poisoned<T>(_: T) -> AppError {
     AppError::Internal("a previous request failed while holding the namespace lock".into())
 }
@@ -201,7 +224,10 @@ impl App {
             return Ok(());
         }
         let changes = engine.take_changes();
-        let Err(error) = store.commit(namespace, &engine.settings().specs(), &changes) else { return Ok(()) };
+        let started = std::time::Instant::now();
+        let committed = store.commit(namespace, &engine.settings().specs(), &changes);
+        metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        let Err(error) = committed else { return Ok(()) };
         tracing::error!(namespace, error = %error, "commit failed; reloading the namespace");
         let reloaded = store.load().map_err(anyhow::Error::from).and_then(|all| {
             match all.into_iter().find(|n| n.name == namespace) {
@@ -245,6 +271,8 @@ impl App {
         let mut engine = Self::lock(&engine)?;
         let results = engine.ingest(items);
         self.commit(namespace, &mut engine)?;
+        drop(engine);
+        count_answers(namespace, &results);
         Ok(results)
     }
 
@@ -322,16 +350,19 @@ impl App {
         Ok(result)
     }
 
+    /// The names of the namespaces, sorted.
+    pub fn namespaces(&self) -> Result<Vec<String>, AppError> {
+        let mut names: Vec<String> = self.namespaces.read().map_err(poisoned)?.keys().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Counters of one namespace, or of all (by name) when `namespace` is
     /// `None`.
     pub fn stats(&self, namespace: Option<&str>) -> Result<Vec<(String, Stats)>, AppError> {
-        let names: Vec<String> = match namespace {
+        let names = match namespace {
             Some(name) => vec![name.to_owned()],
-            None => {
-                let mut names: Vec<String> = self.namespaces.read().map_err(poisoned)?.keys().cloned().collect();
-                names.sort();
-                names
-            }
+            None => self.namespaces()?,
         };
         names
             .into_iter()
@@ -341,6 +372,19 @@ impl App {
                 Ok((name, stats))
             })
             .collect()
+    }
+
+    /// Sets the per-namespace gauges (stored headlines, stories, index
+    /// size) and the merge counters from the current state.
+    pub fn publish_metrics(&self) -> Result<(), AppError> {
+        for (namespace, stats) in self.stats(None)? {
+            let label = || ("namespace", namespace.clone());
+            metrics::gauge!(telemetry::STORED, &[label()]).set(stats.headlines as f64);
+            metrics::gauge!(telemetry::STORIES, &[label()]).set(stats.stories as f64);
+            metrics::gauge!(telemetry::INDEXED, &[label()]).set(stats.indexed_vectors as f64);
+            metrics::counter!(telemetry::MERGES, &[label()]).absolute(stats.merges);
+        }
+        Ok(())
     }
 }
 

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Address to listen on for gRPC (use 0.0.0.0:50051 in a container).
     #[arg(long, env = "HEADLINE_DEDUP_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// Address of the HTTP server for Prometheus metrics (/metrics) and the
+    /// story board (/).
+    #[arg(long, env = "HEADLINE_DEDUP_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub metrics_listen: SocketAddr,
     /// Directory that holds the durable state.
     #[arg(long, env = "HEADLINE_DEDUP_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

@@ -5,6 +5,8 @@
 //! - [`app`]: namespaces and the operations on them;
 //! - [`store`]: durable state in the data directory;
 //! - [`api`], [`server`], [`pb`]: the gRPC edge;
+//! - [`telemetry`] and [`web`]: metrics and the story board, on their own
+//!   port;
 //! - [`config`]: the command line;
 //! - [`dataset`] and [`eval`]: headline files and in-process evaluation;
 //! - [`loadgen`]: the gRPC load generator.
@@ -19,3 +21,5 @@ pub mod loadgen;
 pub mod pb;
 pub mod server;
 pub mod store;
+pub mod telemetry;
+pub mod web;

@@ -15,6 +15,10 @@ use headline_dedup::server::{self, ServerOptions};
 use headline_dedup::store::{Store, panic_message};
 use tracing::info;
 
+/// How long open metrics and board connections may delay the exit after the
+/// gRPC server has stopped.
+const WEB_GRACE_PERIOD: Duration = Duration::from_secs(2);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -73,11 +77,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         grace_period: Duration::from_secs(args.grace_period),
     };
     runtime()?.block_on(async {
+        let metrics = headline_dedup::telemetry::install()?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        info!(addr = %listener.local_addr()?, "listening");
-        server::serve(listener, app, options, server::shutdown_signal()).await
+        let web_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {} (--metrics-listen): {e}", args.metrics_listen))?;
+        info!(addr = %listener.local_addr()?, metrics = %web_listener.local_addr()?, "listening");
+        let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
+        let web = tokio::spawn(headline_dedup::web::serve(web_listener, Arc::clone(&app), metrics, async {
+            let _ = web_stopped.await;
+        }));
+        let served = server::serve(listener, app, options, server::shutdown_signal()).await;
+        let _ = stop_web.send(());
+        if let Ok(joined) = tokio::time::timeout(WEB_GRACE_PERIOD, web).await {
+            joined??;
+        }
+        served
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,5 +4,6 @@
 mod cli;
 mod durability;
 mod grpc;
+mod operations;
 mod properties;
 mod support;

@@ -93,6 +93,13 @@ pub fn binary() -> PathBuf {
 pub struct Served {
     pub child: Child,
     pub addr: String,
+    /// The metrics and story board address.
+    pub web_addr: String,
+}
+
+fn free_addr() -> String {
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    format!("127.0.0.1:{port}")
 }
 
 impl Served {
@@ -108,16 +115,15 @@ impl Served {
 
     /// `serve` with extra arguments, once it reports SERVING.
     pub fn start_with(args: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let addr = format!("127.0.0.1:{port}");
+        let (addr, web_addr) = (free_addr(), free_addr());
         let child = Command::new(binary())
-            .args(["serve", "--listen", &addr])
+            .args(["serve", "--listen", &addr, "--metrics-listen", &web_addr])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start the server");
-        let served = Self { child, addr };
+        let served = Self { child, addr, web_addr };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !served.healthy() {
             assert!(Instant::now() < deadline, "server did not become healthy");
@@ -159,6 +165,18 @@ impl Served {
             .expect("connect");
         DedupServiceClient::new(channel)
     }
+}
+
+/// A GET over HTTP/1.1: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response head");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("a status code");
+    (status, body.to_owned())
 }
 
 impl Drop for Served {

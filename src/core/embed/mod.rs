@@ -17,6 +17,10 @@ use std::sync::Arc;
 use crate::core::normalize::{Normalized, stable_hash};
 use crate::core::settings::{EmbedderKind, Settings};
 
+/// The metric (a histogram, labelled by embedder) of seconds spent
+/// embedding one headline.
+pub const EMBED_SECONDS: &str = "headline_dedup_embed_seconds";
+
 /// Turns a normalised headline into a unit vector of a fixed dimension.
 pub trait Embedder: Send + Sync {
     /// The vector dimension.

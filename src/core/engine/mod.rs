@@ -173,8 +173,11 @@ impl Engine {
     /// The vector of a normalised text, as the engine stores and compares
     /// it: embedded, then quantized.
     fn embed(&self, norm: &Normalized) -> QuantizedVector {
+        let started = std::time::Instant::now();
         let mut vector = vec![0.0; self.embedder.dim()];
         self.embedder.embed(norm, &self.terms, &mut vector);
+        metrics::histogram!(super::embed::EMBED_SECONDS, "embedder" => self.settings.embedder.name())
+            .record(started.elapsed().as_secs_f64());
         QuantizedVector::new(&vector)
     }
 
