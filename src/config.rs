@@ -29,6 +29,11 @@ pub enum Command {
     /// Cluster a labelled headline file in-process and write predictions for
     /// score.py.
     Eval(EvalArgs),
+    /// Stream a headline file to a server, with progress and a summary
+    /// (safe to re-run: ids are idempotency keys).
+    Ingest(IngestArgs),
+    /// Print the largest live stories of a server.
+    Stories(StoriesArgs),
     /// Load-test a server over gRPC with concurrent clients and report
     /// throughput, latency percentiles and the server's peak RSS.
     Bench(BenchArgs),
@@ -172,4 +177,38 @@ pub struct BenchArgs {
     /// serve).
     #[arg(long = "set", value_delimiter = ',')]
     pub settings: Vec<String>,
+}
+
+/// `ingest` options.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Headline file: JSON lines with id and text, optionally source, url
+    /// and published_at (RFC 3339); .gz and .zst are decompressed.
+    pub file: PathBuf,
+    /// Address of the service.
+    #[arg(long, env = "HEADLINE_DEDUP_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// Headlines per batch.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+    /// Namespace to write to ("" is the default one).
+    #[arg(long, default_value = "")]
+    pub namespace: String,
+    /// Write each headline's assignment here as JSON lines.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// `stories` options.
+#[derive(Debug, Args)]
+pub struct StoriesArgs {
+    /// Address of the service.
+    #[arg(long, env = "HEADLINE_DEDUP_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// How many stories, largest first.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub top: u32,
+    /// Namespace to read ("" is the default one).
+    #[arg(long, default_value = "")]
+    pub namespace: String,
 }

@@ -9,10 +9,12 @@
 //!   port;
 //! - [`config`]: the command line;
 //! - [`dataset`] and [`eval`]: headline files and in-process evaluation;
+//! - [`client`]: the `ingest` and `stories` commands;
 //! - [`loadgen`]: the gRPC load generator.
 
 pub mod api;
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod dataset;

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
-use crate::api::timestamp;
+use crate::client::{connect, request_headline};
 use crate::core::normalize::stable_hash;
 use crate::core::types::DAY_MS;
 use crate::dataset::{Row, read_rows};
@@ -154,21 +154,7 @@ fn to_headlines(rows: &[Row], order: Order, total: usize) -> anyhow::Result<Vec<
     if order == Order::ShuffleDay {
         timed.sort_by_key(|(time, id, _)| (*time, stable_hash(format!("shuffle:{id}").as_bytes())));
     }
-    Ok(timed
-        .into_iter()
-        .map(|(time, id, row)| pb::Headline {
-            id,
-            text: row.text.clone(),
-            source: row.source.clone().unwrap_or_default(),
-            url: row.url.clone().unwrap_or_default(),
-            published_time: Some(timestamp(time)),
-        })
-        .collect())
-}
-
-async fn connect(addr: &str) -> anyhow::Result<DedupServiceClient<Channel>> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
-    Ok(DedupServiceClient::new(channel).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20))
+    Ok(timed.into_iter().map(|(time, id, row)| request_headline(row, id, Some(time))).collect())
 }
 
 /// Runs the job.

@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 use headline_dedup::api::Limits;
 use headline_dedup::app::{App, SettingsBook};
-use headline_dedup::config::{BenchArgs, Cli, Command, EvalArgs, LogFormat, ServeArgs};
+use headline_dedup::client::{self, IngestJob};
+use headline_dedup::config::{BenchArgs, Cli, Command, EvalArgs, IngestArgs, LogFormat, ServeArgs};
 use headline_dedup::core::embed::StaticModel;
 use headline_dedup::eval::{self, EvalJob};
 use headline_dedup::server::{self, ServerOptions};
@@ -27,6 +28,13 @@ fn main() -> ExitCode {
             .and_then(|rt| rt.block_on(server::probe(&args.addr, Duration::from_secs(args.timeout))))
             .map(|serving| if serving { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
         Command::Eval(args) => run_eval(args).map(|()| ExitCode::SUCCESS),
+        Command::Ingest(args) => run_ingest(args).map(|()| ExitCode::SUCCESS),
+        Command::Stories(args) => {
+            runtime().and_then(|rt| rt.block_on(client::stories(&args.addr, &args.namespace, args.top))).map(|table| {
+                print!("{table}");
+                ExitCode::SUCCESS
+            })
+        }
         Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
@@ -114,6 +122,22 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         settings: book.get(headline_dedup::app::DEFAULT_NAMESPACE).clone(),
     };
     eval::run(&job, &model)
+}
+
+fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let job = IngestJob {
+        file: args.file,
+        addr: args.addr,
+        batch: args.batch as usize,
+        namespace: args.namespace,
+        out: args.out,
+    };
+    let started = std::time::Instant::now();
+    let summary = runtime()?.block_on(client::ingest(&job))?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!("ingested in {seconds:.1}s ({:.0} headlines/s)", summary.total as f64 / seconds.max(1e-9));
+    print!("{summary}");
+    Ok(())
 }
 
 fn run_bench(args: BenchArgs) -> anyhow::Result<()> {

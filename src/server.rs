@@ -111,9 +111,8 @@ pub async fn shutdown_signal() {
 pub async fn probe(addr: &str, timeout: Duration) -> anyhow::Result<bool> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus as Status};
-    let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(uri)?.connect().await?;
+        let channel = crate::client::endpoint(addr)?.connect().await?;
         let reply = HealthClient::new(channel)
             .check(HealthCheckRequest { service: SERVICE_NAME.to_owned() })
             .await?

@@ -110,3 +110,120 @@ fn the_load_generator_drives_a_server_it_starts_and_reports() {
         assert!(report["server_peak_rss_bytes"].as_u64().is_some_and(|b| b > 1 << 20), "{report}");
     }
 }
+
+/// The assignments an `ingest --out` file holds, by id.
+fn assignments_file(path: &std::path::Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("assignments file")
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON line"))
+        .map(|value| (value["id"].as_str().expect("an id").to_owned(), value))
+        .collect()
+}
+
+#[tokio::test]
+async fn ingest_streams_a_file_and_a_rerun_is_answered_from_storage() {
+    use crate::support::fixture;
+    let server = Served::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("headlines.jsonl");
+    let mut lines: Vec<String> =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/uci-2014-03-12-sample.jsonl"))
+            .expect("fixture")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+    lines.push(r#"{"id":"blank","text":"   "}"#.into());
+    lines.push(r#"{"id":"bad-time","text":"A headline","published_at":"yesterday"}"#.into());
+    std::fs::write(&file, lines.join("\n")).expect("write the file");
+    let rows = fixture("uci-2014-03-12-sample.jsonl");
+
+    let run = |out: &str| {
+        let output = Command::new(binary())
+            .args(["ingest", &file.display().to_string(), "--addr", &server.addr, "--batch", "100", "--out", out])
+            .output()
+            .expect("run ingest");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        stdout
+    };
+    let first_out = dir.path().join("first.jsonl");
+    let summary = run(&first_out.display().to_string());
+    let first = assignments_file(&first_out);
+    assert_eq!(first.len(), rows.len() + 2);
+    let kinds = |kind: &str| first.values().filter(|a| a["kind"] == kind).count();
+    let expected = format!(
+        "{} headlines: {} new stories, {} exact duplicates, {} near duplicates, {} same story; 0 already stored; 2 rejected",
+        rows.len() + 2,
+        kinds("new_story"),
+        kinds("exact_duplicate"),
+        kinds("near_duplicate"),
+        kinds("same_story"),
+    );
+    assert!(summary.contains(&expected), "{summary}\nexpected {expected}");
+    assert!(kinds("new_story") > 0 && kinds("exact_duplicate") > 0, "{summary}");
+    let blank_field = first["blank"]["error"]["field"].as_str().unwrap_or_default();
+    assert!(blank_field.starts_with("headlines[") && blank_field.ends_with("].text"), "{}", first["blank"]);
+    assert_eq!(first["bad-time"]["error"]["field"], "published_at");
+
+    let mut client = server.client().await;
+    for row in rows.iter().step_by(97) {
+        let stored = client
+            .get_headline(headline_dedup::pb::GetHeadlineRequest { namespace: String::new(), id: row.id.clone() })
+            .await
+            .expect("stored")
+            .into_inner();
+        assert_eq!(first[&row.id]["matched"], stored.matched_headline_id.as_str(), "{}", row.id);
+    }
+
+    let second_out = dir.path().join("second.jsonl");
+    let summary = run(&second_out.display().to_string());
+    assert!(
+        summary.contains(&format!(
+            "0 new stories, 0 exact duplicates, 0 near duplicates, 0 same story; {} already stored",
+            rows.len()
+        )),
+        "{summary}"
+    );
+    let second = assignments_file(&second_out);
+    for (id, answer) in &first {
+        if answer.get("error").is_none() {
+            let again = &second[id];
+            assert_eq!(
+                (&again["kind"], &again["matched"], &again["replayed"]),
+                (&answer["kind"], &answer["matched"], &serde_json::Value::Bool(true)),
+                "{id}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn stories_prints_the_largest_stories() {
+    use crate::support::{Row, fixture, ingest};
+    use headline_dedup::pb;
+    let server = Served::start();
+    let mut client = server.client().await;
+    for chunk in fixture("uci-2014-03-12-sample.jsonl").chunks(500) {
+        ingest(&mut client, chunk.iter().map(Row::headline).collect()).await;
+    }
+    let largest = client
+        .list_stories(pb::ListStoriesRequest { page_size: 3, order: pb::StoryOrder::Size.into(), ..Default::default() })
+        .await
+        .expect("list")
+        .into_inner()
+        .stories;
+    let output =
+        Command::new(binary()).args(["stories", "--addr", &server.addr, "--top", "3"]).output().expect("run stories");
+    assert!(output.status.success());
+    let table = String::from_utf8_lossy(&output.stdout);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 4, "a header and three stories:\n{table}");
+    assert!(rows[0].contains("SIZE") && rows[0].contains("HEADLINE"));
+    for (row, story) in rows[1..].iter().zip(&largest) {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells[0], story.size.to_string(), "{row}");
+        assert_eq!(cells[1], story.story_id, "{row}");
+        assert!(row.ends_with(&story.canonical_text), "{row}");
+    }
+}
