@@ -4,7 +4,7 @@
 //! - [`core`]: the clustering engine (no gRPC types);
 //! - [`app`]: namespaces and the operations on them;
 //! - [`store`]: durable state in the data directory;
-//! - [`api`], [`server`], [`pb`]: the gRPC edge;
+//! - [`api`], [`server`], [`edge`], [`pb`]: the gRPC edge;
 //! - [`telemetry`] and [`web`]: metrics and the story board, on their own
 //!   port;
 //! - [`config`]: the command line;
@@ -18,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod dataset;
+pub mod edge;
 pub mod eval;
 pub mod loadgen;
 pub mod pb;

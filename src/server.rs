@@ -14,9 +14,9 @@ use tracing::{info, warn};
 
 use crate::api::{DedupApi, Limits};
 use crate::app::App;
+use crate::edge::GrpcEdgeLayer;
 use crate::pb;
 use crate::pb::dedup_service_server::DedupServiceServer;
-use crate::telemetry::GrpcMetricsLayer;
 
 /// Server options.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +60,7 @@ pub async fn serve(
     let incoming = TcpListenerStream::new(listener);
     let server = tokio::spawn(
         Server::builder()
-            .layer(GrpcMetricsLayer)
+            .layer(GrpcEdgeLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -1,0 +1,191 @@
+//! The tower layer around every gRPC service. Each response passes here:
+//! statuses of the codec get the codes the gRPC specification gives them,
+//! and the RPC is counted and timed for the `grpc_server_*` metrics.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http_body::{Body, Frame, SizeHint};
+use metrics::{counter, histogram};
+use tonic::Code;
+use tonic::codegen::http::{HeaderMap, HeaderValue, Request, Response};
+use tower::{Layer, Service};
+
+use crate::telemetry::{GRPC_HANDLED, GRPC_SECONDS, GRPC_STARTED};
+
+/// The name go-grpc-prometheus gives a status code.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// The status of a response, from its headers (a trailers-only response)
+/// or its trailers, after [`correct`].
+fn grpc_status(headers: &mut HeaderMap) -> Option<Code> {
+    correct(headers);
+    headers.get("grpc-status").map(|value| Code::from_bytes(value.as_bytes()))
+}
+
+/// Gives the codec's errors the codes gRPC specifies: a message over the
+/// size limit is RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE), and a
+/// request that is not valid protobuf, such as a string field that is not
+/// UTF-8, is INVALID_ARGUMENT (tonic says INTERNAL); the message, which
+/// names the field, is kept.
+fn correct(headers: &mut HeaderMap) {
+    let Some(code) = headers.get("grpc-status").map(|value| Code::from_bytes(value.as_bytes())) else { return };
+    let message = headers.get("grpc-message").map(HeaderValue::as_bytes).unwrap_or_default();
+    let message = percent_encoding::percent_decode(message).decode_utf8_lossy();
+    let corrected = match code {
+        Code::OutOfRange if message.starts_with("Error, decoded message length too large") => Code::ResourceExhausted,
+        Code::Internal if message.starts_with("failed to decode Protobuf message") => Code::InvalidArgument,
+        _ => return,
+    };
+    headers.insert("grpc-status", HeaderValue::from(corrected as i32));
+}
+
+/// Wraps every gRPC service: status corrections and metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcEdgeLayer;
+
+impl<S> Layer<S> for GrpcEdgeLayer {
+    type Service = GrpcEdge<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcEdge { inner }
+    }
+}
+
+/// The service made by [`GrpcEdgeLayer`].
+#[derive(Debug, Clone)]
+pub struct GrpcEdge<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcEdge<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<EdgeBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let call = Call::start(request.uri().path());
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let mut call = call;
+            let mut response = match response.await {
+                Ok(response) => response,
+                Err(error) => {
+                    call.finish(Code::Unavailable);
+                    return Err(error);
+                }
+            };
+            if let Some(code) = grpc_status(response.headers_mut()) {
+                call.finish(code);
+            }
+            Ok(response.map(|body| EdgeBody { inner: body, call }))
+        })
+    }
+}
+
+/// One RPC being measured; its outcome is recorded once.
+#[derive(Debug)]
+struct Call {
+    service: String,
+    method: String,
+    started: Instant,
+    done: bool,
+}
+
+impl Call {
+    fn start(path: &str) -> Self {
+        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("unknown", "unknown"));
+        let call =
+            Self { service: service.to_owned(), method: method.to_owned(), started: Instant::now(), done: false };
+        counter!(GRPC_STARTED, "grpc_service" => call.service.clone(), "grpc_method" => call.method.clone())
+            .increment(1);
+        call
+    }
+
+    fn finish(&mut self, code: Code) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let (service, method) = (self.service.clone(), self.method.clone());
+        counter!(GRPC_HANDLED, "grpc_service" => service.clone(), "grpc_method" => method.clone(), "grpc_code" => code_name(code))
+            .increment(1);
+        histogram!(GRPC_SECONDS, "grpc_service" => service, "grpc_method" => method)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for Call {
+    /// A response body dropped before its trailers: the client went away.
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled);
+    }
+}
+
+/// A response body whose trailers pass through [`correct`] and record the
+/// RPC's status.
+#[derive(Debug)]
+pub struct EdgeBody<B> {
+    inner: B,
+    call: Call,
+}
+
+impl<B: Body + Unpin> Body for EdgeBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &mut polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(code) = frame.trailers_mut().and_then(grpc_status) {
+                    self.call.finish(code);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.call.finish(Code::Internal),
+            Poll::Ready(None) => self.call.finish(Code::Unknown),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
