@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Most headlines per Ingest request, IngestStream batch or ClusterBatch.
     #[arg(long, env = "HEADLINE_DEDUP_MAX_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_batch: u32,
+    /// Most calls waiting for or doing work at once; more are refused with
+    /// RESOURCE_EXHAUSTED (load shedding).
+    #[arg(long, env = "HEADLINE_DEDUP_MAX_PENDING_CALLS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_pending_calls: u32,
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, env = "HEADLINE_DEDUP_MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_message_bytes: u32,

@@ -80,7 +80,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let app = Arc::new(app);
     let options = ServerOptions {
-        limits: Limits { max_batch: args.max_batch as usize },
+        limits: Limits { max_batch: args.max_batch as usize, max_pending: args.max_pending_calls as usize },
         max_message_bytes: args.max_message_bytes as usize,
         grace_period: Duration::from_secs(args.grace_period),
     };

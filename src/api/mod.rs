@@ -8,7 +8,7 @@ mod page_token;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -27,6 +27,9 @@ pub use convert::{millis, timestamp};
 pub struct Limits {
     /// The most headlines in one Ingest, IngestStream batch or ClusterBatch.
     pub max_batch: usize,
+    /// The most calls waiting for or doing application work at once;
+    /// more are refused with RESOURCE_EXHAUSTED.
+    pub max_pending: usize,
 }
 
 /// Default page size of ListStories.
@@ -44,12 +47,13 @@ const STREAM_BUFFER: usize = 4;
 pub struct DedupApi {
     app: Arc<App>,
     limits: Limits,
+    admission: Arc<Semaphore>,
 }
 
 impl DedupApi {
     /// Serves `app` with `limits`.
     pub fn new(app: Arc<App>, limits: Limits) -> Self {
-        Self { app, limits }
+        Self { app, limits, admission: Arc::new(Semaphore::new(limits.max_pending)) }
     }
 }
 
@@ -71,14 +75,31 @@ impl From<AppError> for Status {
     }
 }
 
-/// Runs blocking application work on the blocking pool. If the caller goes
-/// away (deadline, cancellation) the work still completes, so a batch is
-/// applied whole or not at all.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, AppError> + Send + 'static) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work)
+impl DedupApi {
+    /// Runs application work on the blocking pool if the server has room
+    /// for it: at most `max_pending` calls wait or run at once, and the
+    /// call that would exceed that is refused at once with
+    /// RESOURCE_EXHAUSTED. If the caller goes away (deadline, cancellation)
+    /// admitted work still completes, so a batch is applied whole or not at
+    /// all.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let permit = Arc::clone(&self.admission).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "the server is at its limit of {} pending calls; retry with backoff",
+                self.limits.max_pending
+            ))
+        })?;
+        tokio::task::spawn_blocking(move || {
+            let _admitted = permit;
+            work()
+        })
         .await
         .map_err(|e| Status::internal(format!("worker failed: {e}")))?
         .map_err(Status::from)
+    }
 }
 
 impl DedupApi {
@@ -93,12 +114,13 @@ impl DedupApi {
         let app = Arc::clone(&self.app);
         let span = info_span!("ingest", namespace = %namespace, batch = headlines.len());
         async move {
-            let assignments = blocking(move || {
-                let items = convert::headlines(&headlines, convert::now_millis());
-                let results = app.ingest(&namespace, items)?;
-                Ok(convert::assignments(&headlines, &results))
-            })
-            .await?;
+            let assignments = self
+                .run(move || {
+                    let items = convert::headlines(&headlines, convert::now_millis());
+                    let results = app.ingest(&namespace, items)?;
+                    Ok(convert::assignments(&headlines, &results))
+                })
+                .await?;
             debug!(rejected = assignments.iter().filter(|a| a.error.is_some()).count(), "batch ingested");
             Ok(assignments)
         }
@@ -155,7 +177,7 @@ impl DedupService for DedupApi {
             n => n.min(MAX_CANDIDATES),
         };
         let app = Arc::clone(&self.app);
-        let (assignment, candidates) = blocking(move || app.match_headline(&namespace, &parsed, max)).await?;
+        let (assignment, candidates) = self.run(move || app.match_headline(&namespace, &parsed, max)).await?;
         let mut assignment = convert::assignment(0, &headline.id, &Ok(assignment));
         if assignment.kind == i32::from(pb::MatchKind::NewStory) {
             assignment.story_id.clear();
@@ -174,15 +196,16 @@ impl DedupService for DedupApi {
         let namespace = namespace_or_default(&namespace)?.to_owned();
         convert::check_batch(headlines.len(), self.limits.max_batch)?;
         let app = Arc::clone(&self.app);
-        let response = blocking(move || {
-            let items = convert::headlines(&headlines, convert::now_millis());
-            let (results, stories) = app.cluster_batch(&namespace, items);
-            Ok(pb::ClusterBatchResponse {
-                assignments: convert::assignments(&headlines, &results),
-                stories: stories.iter().map(convert::story).collect(),
+        let response = self
+            .run(move || {
+                let items = convert::headlines(&headlines, convert::now_millis());
+                let (results, stories) = app.cluster_batch(&namespace, items);
+                Ok(pb::ClusterBatchResponse {
+                    assignments: convert::assignments(&headlines, &results),
+                    stories: stories.iter().map(convert::story).collect(),
+                })
             })
-        })
-        .await?;
+            .await?;
         Ok(Response::new(response))
     }
 
@@ -196,7 +219,7 @@ impl DedupService for DedupApi {
             return Err(AppError::invalid("id", "id is required").into());
         }
         let app = Arc::clone(&self.app);
-        let stored = blocking(move || app.headline(&namespace, id.trim())).await?;
+        let stored = self.run(move || app.headline(&namespace, id.trim())).await?;
         Ok(Response::new(pb::GetHeadlineResponse {
             headline: Some(convert::stored_headline(&stored.headline)),
             story_id: stored.story_id.to_string(),
@@ -213,7 +236,7 @@ impl DedupService for DedupApi {
             return Err(AppError::invalid("story_id", "story_id is required").into());
         }
         let app = Arc::clone(&self.app);
-        let story = blocking(move || app.story(&namespace, story_id.trim())).await?;
+        let story = self.run(move || app.story(&namespace, story_id.trim())).await?;
         Ok(Response::new(pb::GetStoryResponse { story: Some(convert::story(&story)) }))
     }
 
@@ -248,7 +271,7 @@ impl DedupService for DedupApi {
             query.after = Some(page_token::decode(&request.page_token, fingerprint)?);
         }
         let app = Arc::clone(&self.app);
-        let (stories, next) = blocking(move || app.list_stories(&namespace, &query)).await?;
+        let (stories, next) = self.run(move || app.list_stories(&namespace, &query)).await?;
         Ok(Response::new(pb::ListStoriesResponse {
             stories: stories.iter().map(convert::story).collect(),
             next_page_token: next.map(|c| page_token::encode(&c, fingerprint)).unwrap_or_default(),
@@ -271,7 +294,7 @@ impl DedupService for DedupApi {
             return Err(AppError::invalid(format!("ids[{i}]"), "ids must not be blank").into());
         }
         let app = Arc::clone(&self.app);
-        let (deleted, not_found_ids) = blocking(move || app.delete(&namespace, &ids)).await?;
+        let (deleted, not_found_ids) = self.run(move || app.delete(&namespace, &ids)).await?;
         Ok(Response::new(pb::DeleteHeadlinesResponse {
             deleted_count: u32::try_from(deleted).unwrap_or(u32::MAX),
             not_found_ids,
@@ -287,7 +310,7 @@ impl DedupService for DedupApi {
             Some(namespace)
         };
         let app = Arc::clone(&self.app);
-        let stats = blocking(move || app.stats(only.as_deref())).await?;
+        let stats = self.run(move || app.stats(only.as_deref())).await?;
         Ok(Response::new(pb::GetStatsResponse {
             namespaces: stats
                 .into_iter()

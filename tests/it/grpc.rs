@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use headline_dedup::core::types::{Headline as CoreHeadline, RawHeadline};
 
+use headline_dedup::api::Limits;
 use headline_dedup::pb::{self, MatchKind};
 use tonic::Code;
 use tonic::codec::CompressionEncoding;
@@ -199,7 +200,7 @@ async fn missing_things_are_not_found_and_bad_requests_name_the_field() {
 
 #[tokio::test]
 async fn batches_over_the_limit_are_rejected_whole() {
-    let server = TestServer::start_with(Default::default(), 2).await;
+    let server = TestServer::start_with(Default::default(), Limits { max_batch: 2, max_pending: 64 }).await;
     let mut client = server.client().await;
     let status = client
         .ingest(pb::IngestRequest {

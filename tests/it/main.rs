@@ -6,5 +6,6 @@ mod cli;
 mod durability;
 mod grpc;
 mod operations;
+mod overload;
 mod properties;
 mod support;

@@ -29,18 +29,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
-        Self::start_with(SettingsBook::default(), 1000).await
+        Self::start_with(SettingsBook::default(), Limits { max_batch: 1000, max_pending: 64 }).await
     }
 
-    pub async fn start_with(settings: SettingsBook, max_batch: usize) -> Self {
+    pub async fn start_with(settings: SettingsBook, limits: Limits) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let app = Arc::new(App::in_memory(model(), settings));
-        let options = ServerOptions {
-            limits: Limits { max_batch },
-            max_message_bytes: 4 * 1024 * 1024,
-            grace_period: Duration::from_secs(5),
-        };
+        let options =
+            ServerOptions { limits, max_message_bytes: 4 * 1024 * 1024, grace_period: Duration::from_secs(5) };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve(listener, app, options, async {
             let _ = stopped.await;
