@@ -6,14 +6,17 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::api::timestamp;
 use crate::dataset::{Row, read_rows};
@@ -29,16 +32,56 @@ const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Rejected headlines listed in the summary.
 const SHOWN_REJECTIONS: usize = 10;
 
-/// The endpoint of `addr` (`host:port`, or a URI with its scheme).
-pub fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
-    let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-    Endpoint::from_shared(uri).with_context(|| format!("invalid address {addr:?}"))
+/// What a client presents to a server: the CA certificate that verifies
+/// the server's TLS certificate (TLS is on when given) and the bearer
+/// token.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// PEM file of the CA certificate.
+    pub tls_ca: Option<PathBuf>,
+    /// The bearer token.
+    pub auth_token: Option<String>,
 }
 
+/// A connection to `addr` (`host:port`, or a URI with its scheme), over TLS
+/// verified with `tls_ca` when given.
+pub async fn channel(addr: &str, tls_ca: Option<&Path>) -> anyhow::Result<Channel> {
+    let scheme = if tls_ca.is_some() { "https" } else { "http" };
+    let uri = if addr.contains("://") { addr.to_owned() } else { format!("{scheme}://{addr}") };
+    let mut endpoint = Endpoint::from_shared(uri).with_context(|| format!("invalid address {addr:?}"))?;
+    if let Some(ca) = tls_ca {
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+        endpoint = endpoint.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+    }
+    endpoint.connect().await.with_context(|| format!("cannot connect to {addr}"))
+}
+
+/// Adds the bearer token to every call.
+#[derive(Debug, Clone)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A client of the service.
+pub type Client = DedupServiceClient<InterceptedService<Channel, BearerToken>>;
+
 /// A client of the service at `addr`.
-pub async fn connect(addr: &str) -> anyhow::Result<DedupServiceClient<Channel>> {
-    let channel = endpoint(addr)?.connect().await.with_context(|| format!("cannot connect to {addr}"))?;
-    Ok(DedupServiceClient::new(channel)
+pub async fn connect(addr: &str, credentials: &Credentials) -> anyhow::Result<Client> {
+    let token = credentials
+        .auth_token
+        .as_ref()
+        .map(|t| MetadataValue::try_from(format!("Bearer {t}")))
+        .transpose()
+        .context("the token must be printable ASCII")?;
+    let channel = channel(addr, credentials.tls_ca.as_deref()).await?;
+    Ok(DedupServiceClient::with_interceptor(channel, BearerToken(token))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
@@ -61,6 +104,8 @@ pub struct IngestJob {
     pub file: PathBuf,
     /// The server.
     pub addr: String,
+    /// TLS and token.
+    pub credentials: Credentials,
     /// Headlines per stream message.
     pub batch: usize,
     /// The namespace.
@@ -218,7 +263,7 @@ pub async fn ingest(job: &IngestJob) -> anyhow::Result<IngestSummary> {
     }
     let mut progress = Progress::new(rows.len());
     progress.advance(summary.rejected);
-    let mut client = connect(&job.addr).await?;
+    let mut client = connect(&job.addr, &job.credentials).await?;
     let (tx, rx) = mpsc::channel::<pb::IngestStreamRequest>(IN_FLIGHT);
     let mut replies = client
         .ingest_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
@@ -322,8 +367,8 @@ fn minute(time: Option<&prost_types::Timestamp>) -> String {
 }
 
 /// The `top` largest live stories of a namespace, as a table.
-pub async fn stories(addr: &str, namespace: &str, top: u32) -> anyhow::Result<String> {
-    let mut client = connect(addr).await?;
+pub async fn stories(addr: &str, credentials: &Credentials, namespace: &str, top: u32) -> anyhow::Result<String> {
+    let mut client = connect(addr, credentials).await?;
     let stories = client
         .list_stories(pb::ListStoriesRequest {
             namespace: namespace.to_owned(),

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::client::Credentials;
 use crate::eval::Order;
 use crate::loadgen::Mode;
 
@@ -87,6 +88,20 @@ pub struct ServeArgs {
     /// story_window_hours, candidates.
     #[arg(long = "set", env = "HEADLINE_DEDUP_SETTINGS", value_delimiter = ',')]
     pub settings: Vec<String>,
+    /// PEM certificate chain to serve TLS with (with --tls-key).
+    #[arg(long, env = "HEADLINE_DEDUP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "HEADLINE_DEDUP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Bearer token that every call but health checks must carry
+    /// (`authorization: Bearer TOKEN`).
+    #[arg(long, env = "HEADLINE_DEDUP_AUTH_TOKEN", hide_env_values = true, conflicts_with = "auth_token_file")]
+    pub auth_token: Option<String>,
+    /// File whose first line is the bearer token (keeps it out of the
+    /// process list).
+    #[arg(long, env = "HEADLINE_DEDUP_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
     /// Log format (the filter comes from RUST_LOG, default "info").
     #[arg(long, env = "HEADLINE_DEDUP_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -98,6 +113,10 @@ pub struct HealthcheckArgs {
     /// Address of the service.
     #[arg(long, env = "HEADLINE_DEDUP_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: String,
+    /// PEM CA certificate that verifies the server's TLS certificate;
+    /// turns TLS on.
+    #[arg(long, env = "HEADLINE_DEDUP_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Seconds to wait for an answer.
     #[arg(long, default_value_t = 3)]
     pub timeout: u64,
@@ -181,6 +200,9 @@ pub struct BenchArgs {
     /// serve).
     #[arg(long = "set", value_delimiter = ',')]
     pub settings: Vec<String>,
+    /// TLS and token for --addr.
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
 }
 
 /// `ingest` options.
@@ -201,6 +223,9 @@ pub struct IngestArgs {
     /// Write each headline's assignment here as JSON lines.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// TLS and token.
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
 }
 
 /// `stories` options.
@@ -215,4 +240,25 @@ pub struct StoriesArgs {
     /// Namespace to read ("" is the default one).
     #[arg(long, default_value = "")]
     pub namespace: String,
+    /// TLS and token.
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+}
+
+/// What a client presents to the server.
+#[derive(Debug, Clone, Args)]
+pub struct CredentialArgs {
+    /// PEM CA certificate that verifies the server's TLS certificate;
+    /// turns TLS on.
+    #[arg(long, env = "HEADLINE_DEDUP_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Bearer token to send with every call.
+    #[arg(long, env = "HEADLINE_DEDUP_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+}
+
+impl From<CredentialArgs> for Credentials {
+    fn from(args: CredentialArgs) -> Self {
+        Self { tls_ca: args.tls_ca, auth_token: args.auth_token }
+    }
 }

@@ -1,6 +1,8 @@
-//! The tower layer around every gRPC service. Each response passes here:
-//! statuses of the codec get the codes the gRPC specification gives them,
-//! and the RPC is counted and timed for the `grpc_server_*` metrics.
+//! The tower layers around every gRPC service. Each response passes
+//! [`GrpcEdgeLayer`]: statuses of the codec get the codes the gRPC
+//! specification gives them, and the RPC is counted and timed for the
+//! `grpc_server_*` metrics. [`AuthLayer`] turns away calls without the
+//! bearer token, when one is configured.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,8 +11,11 @@ use std::time::Instant;
 
 use http_body::{Body, Frame, SizeHint};
 use metrics::{counter, histogram};
-use tonic::Code;
-use tonic::codegen::http::{HeaderMap, HeaderValue, Request, Response};
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+use tonic::codegen::http::{HeaderMap, HeaderValue, Request, Response, header};
+use tonic::{Code, Status};
 use tower::{Layer, Service};
 
 use crate::telemetry::{GRPC_HANDLED, GRPC_SECONDS, GRPC_STARTED};
@@ -187,5 +192,87 @@ impl<B: Body + Unpin> Body for EdgeBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Calls to these paths need no token: orchestrators probe health.
+const OPEN_PATH_PREFIX: &str = "/grpc.health.v1.Health/";
+
+/// Requires `authorization: Bearer TOKEN` on every call but health checks;
+/// without a token configured, lets everything through.
+#[derive(Clone, Default)]
+pub struct AuthLayer {
+    expected: Option<Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthLayer").field("enabled", &self.expected.is_some()).finish()
+    }
+}
+
+impl AuthLayer {
+    /// Checks for `token`, if any.
+    pub fn new(token: Option<&str>) -> Self {
+        Self { expected: token.map(|t| Arc::from(format!("Bearer {t}").into_bytes())) }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Auth { inner, expected: self.expected.clone() }
+    }
+}
+
+/// The service made by [`AuthLayer`].
+#[derive(Clone)]
+pub struct Auth<S> {
+    inner: S,
+    expected: Option<Arc<[u8]>>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Auth<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").field("inner", &self.inner).field("enabled", &self.expected.is_some()).finish()
+    }
+}
+
+impl<S> Auth<S> {
+    /// Whether the request may pass; the token is compared in constant
+    /// time.
+    fn admits<B>(&self, request: &Request<B>) -> bool {
+        let Some(expected) = &self.expected else { return true };
+        if request.uri().path().starts_with(OPEN_PATH_PREFIX) {
+            return true;
+        }
+        let presented = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
+        bool::from(presented.ct_eq(expected))
+    }
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for Auth<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if self.admits(&request) {
+            Box::pin(self.inner.call(request))
+        } else {
+            let refused =
+                Status::unauthenticated("this call needs an authorization: Bearer <token> header").into_http();
+            Box::pin(std::future::ready(Ok(refused)))
+        }
     }
 }

@@ -12,15 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
-use crate::client::{connect, request_headline};
+use crate::client::{Client, Credentials, connect, request_headline};
 use crate::core::normalize::stable_hash;
 use crate::core::types::DAY_MS;
 use crate::dataset::{Row, read_rows};
 use crate::eval::Order;
 use crate::pb;
-use crate::pb::dedup_service_client::DedupServiceClient;
 
 /// How the load is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,6 +34,8 @@ pub enum Mode {
 pub struct LoadJob {
     /// The server; `None` starts one (see `data_dir`).
     pub addr: Option<String>,
+    /// TLS and token for `addr`.
+    pub credentials: Credentials,
     /// Data directory of a server started here; `None` is a temporary one.
     pub data_dir: Option<PathBuf>,
     /// The headline file.
@@ -121,7 +121,7 @@ impl Spawned {
             .context("cannot start the server")?;
         let spawned = Self { child, addr, _temp: temp };
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !crate::server::probe(&spawned.addr, Duration::from_secs(1)).await.unwrap_or(false) {
+        while !crate::server::probe(&spawned.addr, None, Duration::from_secs(1)).await.unwrap_or(false) {
             anyhow::ensure!(Instant::now() < deadline, "the server did not become healthy");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -170,7 +170,7 @@ pub async fn run(job: &LoadJob) -> anyhow::Result<LoadReport> {
     };
     let addr = job.addr.clone().or_else(|| spawned.as_ref().map(|s| s.addr.clone())).unwrap_or_default();
     let preload = job.preload.min(headlines.len());
-    let mut client = connect(&addr).await?;
+    let mut client = connect(&addr, &job.credentials).await?;
     for chunk in headlines[..preload].chunks(1000) {
         client
             .ingest(pb::IngestRequest { namespace: job.namespace.clone(), headlines: chunk.to_vec() })
@@ -184,7 +184,7 @@ pub async fn run(job: &LoadJob) -> anyhow::Result<LoadReport> {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..job.concurrency.max(1) {
-        let client = connect(&addr).await?;
+        let client = connect(&addr, &job.credentials).await?;
         let (batches, next, tx, namespace, mode) =
             (Arc::clone(&batches), Arc::clone(&next), tx.clone(), job.namespace.clone(), job.mode);
         workers.push(tokio::spawn(async move { worker(client, mode, namespace, batches, next, tx).await }));
@@ -223,7 +223,7 @@ pub async fn run(job: &LoadJob) -> anyhow::Result<LoadReport> {
 
 /// One client: takes batches in file order until none are left.
 async fn worker(
-    mut client: DedupServiceClient<Channel>,
+    mut client: Client,
     mode: Mode,
     namespace: String,
     batches: Arc<Vec<Vec<pb::Headline>>>,

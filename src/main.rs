@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
 use headline_dedup::api::Limits;
 use headline_dedup::app::{App, SettingsBook};
@@ -14,6 +15,7 @@ use headline_dedup::core::embed::StaticModel;
 use headline_dedup::eval::{self, EvalJob};
 use headline_dedup::server::{self, ServerOptions};
 use headline_dedup::store::{Store, panic_message};
+use tonic::transport::Identity;
 use tracing::info;
 
 /// How long open metrics and board connections may delay the exit after the
@@ -25,15 +27,20 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Healthcheck(args) => runtime()
-            .and_then(|rt| rt.block_on(server::probe(&args.addr, Duration::from_secs(args.timeout))))
+            .and_then(|rt| {
+                rt.block_on(server::probe(&args.addr, args.tls_ca.as_deref(), Duration::from_secs(args.timeout)))
+            })
             .map(|serving| if serving { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
         Command::Eval(args) => run_eval(args).map(|()| ExitCode::SUCCESS),
         Command::Ingest(args) => run_ingest(args).map(|()| ExitCode::SUCCESS),
         Command::Stories(args) => {
-            runtime().and_then(|rt| rt.block_on(client::stories(&args.addr, &args.namespace, args.top))).map(|table| {
-                print!("{table}");
-                ExitCode::SUCCESS
-            })
+            let credentials = args.credentials.into();
+            runtime()
+                .and_then(|rt| rt.block_on(client::stories(&args.addr, &credentials, &args.namespace, args.top)))
+                .map(|table| {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                })
         }
         Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
     };
@@ -83,6 +90,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         limits: Limits { max_batch: args.max_batch as usize, max_pending: args.max_pending_calls as usize },
         max_message_bytes: args.max_message_bytes as usize,
         grace_period: Duration::from_secs(args.grace_period),
+        tls: tls_identity(&args)?,
+        auth_token: auth_token(&args)?,
     };
     runtime()?.block_on(async {
         let metrics = headline_dedup::telemetry::install()?;
@@ -107,6 +116,33 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn tls_identity(args: &ServeArgs) -> anyhow::Result<Option<Identity>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
+    let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+    Ok(Some(Identity::from_pem(read(cert)?, read(key)?)))
+}
+
+fn auth_token(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    let token = match &args.auth_token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        None => match &args.auth_token {
+            Some(token) => token.trim().to_owned(),
+            None => return Ok(None),
+        },
+    };
+    anyhow::ensure!(
+        !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()),
+        "the auth token must be non-empty printable ASCII without spaces"
+    );
+    Ok(Some(token))
+}
+
 fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     let book = SettingsBook::parse(args.settings.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
     let model = Arc::new(StaticModel::bundled()?);
@@ -128,6 +164,7 @@ fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
     let job = IngestJob {
         file: args.file,
         addr: args.addr,
+        credentials: args.credentials.into(),
         batch: args.batch as usize,
         namespace: args.namespace,
         out: args.out,
@@ -143,6 +180,7 @@ fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
 fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     let job = headline_dedup::loadgen::LoadJob {
         addr: args.addr,
+        credentials: args.credentials.into(),
         data_dir: args.data_dir,
         file: args.file,
         limit: args.limit,

@@ -8,18 +8,18 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::Server;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::api::{DedupApi, Limits};
 use crate::app::App;
-use crate::edge::GrpcEdgeLayer;
+use crate::edge::{AuthLayer, GrpcEdgeLayer};
 use crate::pb;
 use crate::pb::dedup_service_server::DedupServiceServer;
 
 /// Server options.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Request limits.
     pub limits: Limits,
@@ -27,6 +27,10 @@ pub struct ServerOptions {
     pub max_message_bytes: usize,
     /// How long in-flight calls may run after shutdown begins.
     pub grace_period: Duration,
+    /// The certificate chain and key to serve TLS with.
+    pub tls: Option<Identity>,
+    /// The bearer token every call but health checks must carry.
+    pub auth_token: Option<String>,
 }
 
 /// The fully qualified name of the service, as health checks name it.
@@ -58,9 +62,14 @@ pub async fn serve(
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let incoming = TcpListenerStream::new(listener);
+    let mut builder = Server::builder();
+    if let Some(identity) = options.tls {
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
     let server = tokio::spawn(
-        Server::builder()
+        builder
             .layer(GrpcEdgeLayer)
+            .layer(AuthLayer::new(options.auth_token.as_deref()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -107,12 +116,13 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Asks the health service at `addr` whether it is SERVING.
-pub async fn probe(addr: &str, timeout: Duration) -> anyhow::Result<bool> {
+/// Asks the health service at `addr` whether it is SERVING (over TLS
+/// verified with the CA certificate `tls_ca`, if given).
+pub async fn probe(addr: &str, tls_ca: Option<&std::path::Path>, timeout: Duration) -> anyhow::Result<bool> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus as Status};
     let check = async {
-        let channel = crate::client::endpoint(addr)?.connect().await?;
+        let channel = crate::client::channel(addr, tls_ca).await?;
         let reply = HealthClient::new(channel)
             .check(HealthCheckRequest { service: SERVICE_NAME.to_owned() })
             .await?

@@ -8,4 +8,5 @@ mod grpc;
 mod operations;
 mod overload;
 mod properties;
+mod security;
 mod support;

@@ -36,8 +36,13 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let app = Arc::new(App::in_memory(model(), settings));
-        let options =
-            ServerOptions { limits, max_message_bytes: 4 * 1024 * 1024, grace_period: Duration::from_secs(5) };
+        let options = ServerOptions {
+            limits,
+            max_message_bytes: 4 * 1024 * 1024,
+            grace_period: Duration::from_secs(5),
+            tls: None,
+            auth_token: None,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve(listener, app, options, async {
             let _ = stopped.await;
@@ -90,6 +95,8 @@ pub fn binary() -> PathBuf {
 pub struct Served {
     pub child: Child,
     pub addr: String,
+    /// Extra `healthcheck` arguments (the CA of a TLS server).
+    health_args: Vec<String>,
     /// The metrics and story board address.
     pub web_addr: String,
 }
@@ -112,6 +119,12 @@ impl Served {
 
     /// `serve` with extra arguments, once it reports SERVING.
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_checked(args, &[])
+    }
+
+    /// `serve` with extra arguments, once `healthcheck` with `health_args`
+    /// reports SERVING.
+    pub fn start_checked(args: &[&str], health_args: &[&str]) -> Self {
         let (addr, web_addr) = (free_addr(), free_addr());
         let child = Command::new(binary())
             .args(["serve", "--listen", &addr, "--metrics-listen", &web_addr])
@@ -120,7 +133,8 @@ impl Served {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the server");
-        let served = Self { child, addr, web_addr };
+        let health_args = health_args.iter().map(|a| a.to_string()).collect();
+        let served = Self { child, addr, health_args, web_addr };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !served.healthy() {
             assert!(Instant::now() < deadline, "server did not become healthy");
@@ -132,6 +146,7 @@ impl Served {
     pub fn healthy(&self) -> bool {
         Command::new(binary())
             .args(["healthcheck", "--addr", &self.addr])
+            .args(&self.health_args)
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
