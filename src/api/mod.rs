@@ -20,7 +20,7 @@ use crate::core::types::{StoryOrder, StoryQuery};
 use crate::pb;
 use crate::pb::dedup_service_server::DedupService;
 
-pub use convert::{millis, timestamp};
+pub use convert::{headlines, millis, timestamp};
 
 /// Limits applied to requests.
 #[derive(Debug, Clone, Copy)]
