@@ -10,6 +10,7 @@ use headline_dedup::app::{App, SettingsBook};
 use headline_dedup::core::types::{DAY_MS, Headline as CoreHeadline, RawHeadline};
 use headline_dedup::pb;
 use headline_dedup::store::{DB_FILE, Store};
+use tonic::Code;
 
 use crate::support::{Row, Served, binary, fixture, model};
 
@@ -325,4 +326,61 @@ fn damaged_data_directories_are_refused_with_a_clear_error() {
         }
     }
     assert!(refused > 0, "no damage was detected at all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_finishes_cleanly_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = Served::durable(dir.path());
+    let rows = fixture(FIXTURE);
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let mut clients = Vec::new();
+    for client_no in 0..4 {
+        let mut client = server.client().await;
+        let (rows, acked) = (rows.clone(), std::sync::Arc::clone(&acked));
+        clients.push(tokio::spawn(async move {
+            let mut refused = 0;
+            for (batch_no, chunk) in rows.chunks(50).cycle().take(400).enumerate() {
+                let headlines = chunk
+                    .iter()
+                    .map(|r| pb::Headline { id: format!("{client_no}-{batch_no}-{}", r.id), ..r.headline() });
+                let request = pb::IngestRequest { namespace: String::new(), headlines: headlines.collect() };
+                match client.ingest(request).await {
+                    Ok(reply) => {
+                        let mut acked = acked.lock().expect("acked");
+                        for a in reply.into_inner().assignments {
+                            assert!(a.error.is_none(), "{a:?}");
+                            acked.insert(a.headline_id, a.story_id);
+                        }
+                    }
+                    Err(status) => {
+                        assert!(
+                            matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::Unknown),
+                            "{status:?}"
+                        );
+                        refused += 1;
+                        if refused > 3 {
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = acked.lock().expect("acked").len();
+    assert!(during > 0, "the load was running");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (status, server)
+    })
+    .await
+    .expect("terminate");
+    assert!(status.0.success(), "exit status {:?}", status.0);
+    for client in clients {
+        client.await.expect("client");
+    }
+    let acked = acked.lock().expect("acked").clone();
+    let restarted = Served::durable(dir.path());
+    verify(&restarted, &acked).await;
 }
