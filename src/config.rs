@@ -175,6 +175,22 @@ pub struct BenchArgs {
     /// needed (later rounds get new ids and times 92 days later per round).
     #[arg(long)]
     pub total: Option<usize>,
+    /// Keep sending for this many seconds (going through the file as often
+    /// as needed), instead of a fixed count: a soak test.
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Send at most this many headlines per second in all (default: as
+    /// fast as the server answers).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Read calls after each batch (GetStory of its first story and
+    /// ListStories, alternately).
+    #[arg(long, default_value_t = 0)]
+    pub reads: usize,
+    /// Print throughput, write and read p99, errors and the server's RSS
+    /// for every interval of this many seconds, to stderr.
+    #[arg(long)]
+    pub report_every: Option<u64>,
     /// Ingest the first N headlines before measuring.
     #[arg(long, default_value_t = 0)]
     pub preload: usize,

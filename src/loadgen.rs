@@ -1,7 +1,9 @@
 //! `headline-dedup bench`: a load generator that drives a real server over
 //! gRPC with concurrent clients (unary `Ingest` or `IngestStream`) from a
-//! headline file, and reports throughput, latency percentiles and, for a
-//! server it started itself, the server's peak RSS.
+//! headline file, as fast as it goes or at a steady rate, optionally with
+//! reads after each batch and for a fixed duration (a soak), and reports
+//! throughput, latency percentiles and, for a server it started itself,
+//! the server's memory.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -46,6 +48,16 @@ pub struct LoadJob {
     /// often as needed: round `k > 0` prefixes ids with `r{k}-` and moves
     /// times `k * 92` days later, so that every headline is new.
     pub total: Option<usize>,
+    /// Keep sending (going through the file as often as needed) until this
+    /// much time has passed; overrides `total`.
+    pub duration: Option<Duration>,
+    /// Send at most this many headlines per second in all.
+    pub rate: Option<f64>,
+    /// Reads after each batch: GetStory of the batch's first story, then
+    /// ListStories, alternately.
+    pub reads: usize,
+    /// Print the figures of each interval of this length to stderr.
+    pub report_every: Option<Duration>,
     /// Settings for a server started here (`key=value`).
     pub settings: Vec<String>,
     /// Headlines ingested before measuring (not timed).
@@ -69,8 +81,14 @@ pub struct LoadReport {
     pub headlines: usize,
     /// Calls (or stream messages) while measuring.
     pub calls: usize,
-    /// Calls that failed.
+    /// Calls that failed, other than load shedding.
     pub errors: usize,
+    /// Calls refused with RESOURCE_EXHAUSTED (load shedding).
+    pub shed: usize,
+    /// Read calls.
+    pub reads: usize,
+    /// Read latency 99th percentile, milliseconds.
+    pub read_p99_ms: f64,
     /// Wall time while measuring, seconds.
     pub seconds: f64,
     /// Headlines per second.
@@ -85,6 +103,8 @@ pub struct LoadReport {
     pub max_ms: f64,
     /// Peak resident memory of a server started here, bytes.
     pub server_peak_rss_bytes: Option<u64>,
+    /// Resident memory of a server started here at the end, bytes.
+    pub server_rss_bytes: Option<u64>,
 }
 
 /// A server process started for the run.
@@ -111,7 +131,7 @@ impl Spawned {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = format!("127.0.0.1:{port}");
         let child = Command::new(std::env::current_exe()?)
-            .args(["serve", "--listen", &addr, "--data-dir"])
+            .args(["serve", "--listen", &addr, "--metrics-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&dir)
             .args(["--max-batch", "100000", "--max-message-bytes", "268435456"])
             .args(settings.iter().flat_map(|s| ["--set", s.as_str()]))
@@ -128,10 +148,11 @@ impl Spawned {
         Ok(spawned)
     }
 
-    /// Peak resident memory (VmHWM) of the process.
-    fn peak_rss(&self) -> Option<u64> {
+    /// A memory figure of the process from /proc: `VmHWM` (peak resident)
+    /// or `VmRSS` (resident now), bytes.
+    fn memory(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
         let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kb * 1024)
     }
@@ -140,21 +161,138 @@ impl Spawned {
 /// How far each extra round through the file moves its times.
 const ROUND_SHIFT: i64 = 92 * DAY_MS;
 
-fn to_headlines(rows: &[Row], order: Order, total: usize) -> anyhow::Result<Vec<pb::Headline>> {
-    let mut timed = Vec::with_capacity(total);
-    for (i, row) in rows.iter().cycle().take(if rows.is_empty() { 0 } else { total }).enumerate() {
-        let round = i / rows.len();
-        let mut time = row.published_millis()?.unwrap_or(DAY_MS / 2) + round as i64 * ROUND_SHIFT;
-        if order == Order::ShuffleDay {
-            time = time.div_euclid(DAY_MS) * DAY_MS + DAY_MS / 2;
+/// The headlines to send, made on demand: the file's rows in replay order,
+/// round after round, each round with new ids and later times.
+struct Feed {
+    rows: Vec<Row>,
+    /// Row index and event time of each position in one round.
+    round: Vec<(usize, i64)>,
+    /// Headlines in all (`None`: without end).
+    total: Option<usize>,
+}
+
+impl Feed {
+    fn new(rows: Vec<Row>, order: Order, total: Option<usize>) -> anyhow::Result<Self> {
+        let mut round = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let mut time = row.published_millis()?.unwrap_or(DAY_MS / 2);
+            if order == Order::ShuffleDay {
+                time = time.div_euclid(DAY_MS) * DAY_MS + DAY_MS / 2;
+            }
+            round.push((i, time));
         }
+        if order == Order::ShuffleDay {
+            round.sort_by_key(|&(i, time)| (time, stable_hash(format!("shuffle:{}", rows[i].id).as_bytes())));
+        }
+        let total = if rows.is_empty() { Some(0) } else { total };
+        Ok(Self { rows, round, total })
+    }
+
+    fn headline(&self, position: usize) -> Option<pb::Headline> {
+        if self.total.is_some_and(|total| position >= total) {
+            return None;
+        }
+        let (row, time) = self.round[position % self.round.len()];
+        let round = position / self.round.len();
+        let row = &self.rows[row];
         let id = if round == 0 { row.id.clone() } else { format!("r{round}-{}", row.id) };
-        timed.push((time, id, row));
+        Some(request_headline(row, id, Some(time + round as i64 * ROUND_SHIFT)))
     }
-    if order == Order::ShuffleDay {
-        timed.sort_by_key(|(time, id, _)| (*time, stable_hash(format!("shuffle:{id}").as_bytes())));
+
+    /// The headlines at `range` that exist.
+    fn slice(&self, range: std::ops::Range<usize>) -> Vec<pb::Headline> {
+        range.map_while(|position| self.headline(position)).collect()
     }
-    Ok(timed.into_iter().map(|(time, id, row)| request_headline(row, id, Some(time))).collect())
+}
+
+/// What a worker reports of one call.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    read: bool,
+    latency: Duration,
+    headlines: usize,
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Shed,
+    Failed,
+}
+
+impl Outcome {
+    fn of<T>(result: &Result<T, tonic::Status>) -> Self {
+        match result {
+            Ok(_) => Self::Ok,
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => Self::Shed,
+            Err(_) => Self::Failed,
+        }
+    }
+}
+
+/// The `p` quantile of sorted latencies, in milliseconds.
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted.get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// Figures of a set of samples.
+#[derive(Debug, Default)]
+struct Tally {
+    writes: Vec<Duration>,
+    reads: Vec<Duration>,
+    headlines: usize,
+    shed: usize,
+    errors: usize,
+}
+
+impl Tally {
+    fn add(&mut self, sample: Sample) {
+        match sample.outcome {
+            Outcome::Ok if sample.read => self.reads.push(sample.latency),
+            Outcome::Ok => {
+                self.writes.push(sample.latency);
+                self.headlines += sample.headlines;
+            }
+            Outcome::Shed => self.shed += 1,
+            Outcome::Failed => self.errors += 1,
+        }
+    }
+
+    fn sort(&mut self) {
+        self.writes.sort();
+        self.reads.sort();
+    }
+}
+
+/// Everything a worker needs.
+struct Plan {
+    feed: Feed,
+    offset: usize,
+    batch: usize,
+    next: AtomicUsize,
+    started: Instant,
+    until: Option<Instant>,
+    rate: Option<f64>,
+    reads: usize,
+    namespace: String,
+}
+
+impl Plan {
+    /// The next batch, when it is due; `None` when the run is over.
+    async fn take(&self) -> Option<Vec<pb::Headline>> {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = self.offset + k * self.batch;
+        if let Some(rate) = self.rate {
+            let due = self.started + Duration::from_secs_f64((k * self.batch) as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        if self.until.is_some_and(|until| Instant::now() >= until) {
+            return None;
+        }
+        let batch = self.feed.slice(start..start + self.batch);
+        (!batch.is_empty()).then_some(batch)
+    }
 }
 
 /// Runs the job.
@@ -163,99 +301,159 @@ pub async fn run(job: &LoadJob) -> anyhow::Result<LoadReport> {
     if let Some(limit) = job.limit {
         rows.truncate(limit);
     }
-    let headlines = to_headlines(&rows, job.order, job.total.unwrap_or(rows.len()))?;
+    let total = if job.duration.is_some() { None } else { Some(job.total.unwrap_or(rows.len())) };
+    let feed = Feed::new(rows, job.order, total)?;
     let spawned = match &job.addr {
         Some(_) => None,
         None => Some(Spawned::start(job.data_dir.clone(), &job.settings).await?),
     };
     let addr = job.addr.clone().or_else(|| spawned.as_ref().map(|s| s.addr.clone())).unwrap_or_default();
-    let preload = job.preload.min(headlines.len());
     let mut client = connect(&addr, &job.credentials).await?;
-    for chunk in headlines[..preload].chunks(1000) {
+    let preload = feed.slice(0..job.preload);
+    for chunk in preload.chunks(1000) {
         client
             .ingest(pb::IngestRequest { namespace: job.namespace.clone(), headlines: chunk.to_vec() })
             .await
             .context("preload")?;
     }
-    let batches: Arc<Vec<Vec<pb::Headline>>> =
-        Arc::new(headlines[preload..].chunks(job.batch.max(1)).map(<[pb::Headline]>::to_vec).collect());
-    let next = Arc::new(AtomicUsize::new(0));
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Duration, bool)>();
     let started = Instant::now();
+    let plan = Arc::new(Plan {
+        feed,
+        offset: preload.len(),
+        batch: job.batch.max(1),
+        next: AtomicUsize::new(0),
+        started,
+        until: job.duration.map(|d| started + d),
+        rate: job.rate.filter(|r| *r > 0.0),
+        reads: job.reads,
+        namespace: job.namespace.clone(),
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
     let mut workers = Vec::new();
     for _ in 0..job.concurrency.max(1) {
         let client = connect(&addr, &job.credentials).await?;
-        let (batches, next, tx, namespace, mode) =
-            (Arc::clone(&batches), Arc::clone(&next), tx.clone(), job.namespace.clone(), job.mode);
-        workers.push(tokio::spawn(async move { worker(client, mode, namespace, batches, next, tx).await }));
+        let (plan, tx, mode) = (Arc::clone(&plan), tx.clone(), job.mode);
+        workers.push(tokio::spawn(async move { worker(client, mode, plan, tx).await }));
     }
     drop(tx);
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    while let Some((latency, ok)) = rx.recv().await {
-        latencies.push(latency);
-        errors += usize::from(!ok);
+    let mut all = Tally::default();
+    let mut interval = Tally::default();
+    let mut ticks = job.report_every.map(|every| tokio::time::interval_at((started + every).into(), every));
+    loop {
+        let tick = async {
+            match &mut ticks {
+                Some(ticks) => ticks.tick().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            sample = rx.recv() => match sample {
+                Some(sample) => {
+                    all.add(sample);
+                    interval.add(sample);
+                }
+                None => break,
+            },
+            _ = tick => {
+                let mut done = std::mem::take(&mut interval);
+                done.sort();
+                let rss = spawned.as_ref().and_then(|s| s.memory("VmRSS"));
+                eprintln!(
+                    "bench: {:>6.0}s {:>7} headlines, write p99 {:>7.2} ms, read p99 {:>6.2} ms, {} shed, {} errors, server RSS {}",
+                    started.elapsed().as_secs_f64(),
+                    done.headlines,
+                    percentile(&done.writes, 0.99),
+                    percentile(&done.reads, 0.99),
+                    done.shed,
+                    done.errors,
+                    rss.map_or("n/a".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0)),
+                );
+            }
+        }
     }
     for worker in workers {
         worker.await??;
     }
     let seconds = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    let sent = headlines.len() - preload;
+    all.sort();
     Ok(LoadReport {
-        headlines: sent,
-        calls: latencies.len(),
-        errors,
+        headlines: all.headlines,
+        calls: all.writes.len(),
+        errors: all.errors,
+        shed: all.shed,
+        reads: all.reads.len(),
+        read_p99_ms: percentile(&all.reads, 0.99),
         seconds,
-        headlines_per_second: sent as f64 / seconds.max(1e-9),
-        p50_ms: percentile(0.50),
-        p95_ms: percentile(0.95),
-        p99_ms: percentile(0.99),
-        max_ms: percentile(1.0),
-        server_peak_rss_bytes: spawned.as_ref().and_then(Spawned::peak_rss),
+        headlines_per_second: all.headlines as f64 / seconds.max(1e-9),
+        p50_ms: percentile(&all.writes, 0.50),
+        p95_ms: percentile(&all.writes, 0.95),
+        p99_ms: percentile(&all.writes, 0.99),
+        max_ms: percentile(&all.writes, 1.0),
+        server_peak_rss_bytes: spawned.as_ref().and_then(|s| s.memory("VmHWM")),
+        server_rss_bytes: spawned.as_ref().and_then(|s| s.memory("VmRSS")),
     })
 }
 
-/// One client: takes batches in file order until none are left.
+/// Reads after a batch: the story of its first assignment, then a page of
+/// the most recent stories, alternately.
+async fn read_after(client: &mut Client, plan: &Plan, story_id: &str, report: &mpsc::UnboundedSender<Sample>) {
+    for i in 0..plan.reads {
+        let started = Instant::now();
+        let outcome = if i % 2 == 0 {
+            let request = pb::GetStoryRequest { namespace: plan.namespace.clone(), story_id: story_id.to_owned() };
+            Outcome::of(&client.get_story(request).await)
+        } else {
+            let request =
+                pb::ListStoriesRequest { namespace: plan.namespace.clone(), page_size: 20, ..Default::default() };
+            Outcome::of(&client.list_stories(request).await)
+        };
+        let _ = report.send(Sample { read: true, latency: started.elapsed(), headlines: 0, outcome });
+    }
+}
+
+/// One client: takes batches in order until none are left.
 async fn worker(
     mut client: Client,
     mode: Mode,
-    namespace: String,
-    batches: Arc<Vec<Vec<pb::Headline>>>,
-    next: Arc<AtomicUsize>,
-    report: mpsc::UnboundedSender<(Duration, bool)>,
+    plan: Arc<Plan>,
+    report: mpsc::UnboundedSender<Sample>,
 ) -> anyhow::Result<()> {
-    let take = || {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        batches.get(i).cloned()
-    };
+    let first_story =
+        |assignments: &[pb::Assignment]| assignments.iter().find(|a| a.error.is_none()).map(|a| a.story_id.clone());
     match mode {
         Mode::Unary => {
-            while let Some(batch) = take() {
+            while let Some(batch) = plan.take().await {
+                let headlines = batch.len();
                 let started = Instant::now();
-                let ok =
-                    client.ingest(pb::IngestRequest { namespace: namespace.clone(), headlines: batch }).await.is_ok();
-                let _ = report.send((started.elapsed(), ok));
+                let result =
+                    client.ingest(pb::IngestRequest { namespace: plan.namespace.clone(), headlines: batch }).await;
+                let sample =
+                    Sample { read: false, latency: started.elapsed(), headlines, outcome: Outcome::of(&result) };
+                let _ = report.send(sample);
+                if let Some(story) = result.ok().and_then(|r| first_story(&r.into_inner().assignments)) {
+                    read_after(&mut client, &plan, &story, &report).await;
+                }
             }
         }
         Mode::Stream => {
             let (tx, rx) = mpsc::channel::<pb::IngestStreamRequest>(1);
             let mut replies = client.ingest_stream(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
-            while let Some(batch) = take() {
+            while let Some(batch) = plan.take().await {
+                let headlines = batch.len();
                 let started = Instant::now();
                 tx.send(pb::IngestStreamRequest {
-                    namespace: namespace.clone(),
+                    namespace: plan.namespace.clone(),
                     headlines: batch,
                     batch_id: String::new(),
                 })
                 .await?;
-                let ok = matches!(replies.next().await, Some(Ok(_)));
-                let _ = report.send((started.elapsed(), ok));
+                let reply = replies.next().await.unwrap_or_else(|| Err(tonic::Status::unavailable("stream closed")));
+                let sample =
+                    Sample { read: false, latency: started.elapsed(), headlines, outcome: Outcome::of(&reply) };
+                let _ = report.send(sample);
+                if let Some(story) = reply.ok().and_then(|r| first_story(&r.assignments)) {
+                    read_after(&mut client, &plan, &story, &report).await;
+                }
             }
         }
     }

@@ -185,6 +185,10 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         file: args.file,
         limit: args.limit,
         total: args.total,
+        duration: args.duration.map(Duration::from_secs),
+        rate: args.rate,
+        reads: args.reads,
+        report_every: args.report_every.map(Duration::from_secs),
         settings: args.settings,
         preload: args.preload,
         order: args.order,
@@ -197,18 +201,24 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
+        let mib = |bytes: Option<u64>| bytes.map_or("n/a".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
         println!(
-            "bench: {} headlines in {:.1}s = {:.0} headlines/s; {} calls ({} errors), latency p50 {:.2} ms p95 {:.2} ms p99 {:.2} ms max {:.2} ms; server peak RSS {}",
+            "bench: {} headlines in {:.1}s = {:.0} headlines/s; {} calls ({} shed, {} errors), latency p50 {:.2} ms \
+             p95 {:.2} ms p99 {:.2} ms max {:.2} ms; {} reads, p99 {:.2} ms; server peak RSS {}, at the end {}",
             report.headlines,
             report.seconds,
             report.headlines_per_second,
             report.calls,
+            report.shed,
             report.errors,
             report.p50_ms,
             report.p95_ms,
             report.p99_ms,
             report.max_ms,
-            report.server_peak_rss_bytes.map_or("n/a".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0)),
+            report.reads,
+            report.read_p99_ms,
+            mib(report.server_peak_rss_bytes),
+            mib(report.server_rss_bytes),
         );
     }
     Ok(())

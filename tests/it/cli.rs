@@ -111,6 +111,26 @@ fn the_load_generator_drives_a_server_it_starts_and_reports() {
     }
 }
 
+#[test]
+fn the_load_generator_soaks_at_a_steady_rate_with_reads_and_interval_reports() {
+    let output = Command::new(binary())
+        .args(["bench", "--file", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/uci-2014-03-12-sample.jsonl")])
+        .args(["--duration", "3", "--rate", "200", "--batch", "20", "--reads", "2", "--report-every", "1", "--json"])
+        .args(["--set", "retention_hours=48"])
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run bench");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    let headlines = report["headlines"].as_u64().expect("headlines");
+    assert!((400..=640).contains(&headlines), "about 200 a second for 3 seconds: {report}");
+    assert_eq!(report["reads"].as_u64(), report["calls"].as_u64().map(|c| 2 * c), "{report}");
+    assert_eq!((report["errors"].as_u64(), report["shed"].as_u64()), (Some(0), Some(0)), "{report}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let intervals = stderr.lines().filter(|l| l.contains("write p99") && l.contains("server RSS")).count();
+    assert!(intervals >= 2, "{stderr}");
+}
+
 /// The assignments an `ingest --out` file holds, by id.
 fn assignments_file(path: &std::path::Path) -> std::collections::BTreeMap<String, serde_json::Value> {
     std::fs::read_to_string(path)
