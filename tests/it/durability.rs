@@ -272,6 +272,18 @@ fn run_briefly(command: &mut Command) -> std::process::Output {
     child.wait_with_output().expect("output")
 }
 
+/// A damaged database file on which the database library panics (found by
+/// the `data_dir` fuzz target).
+fn fuzz_found_damage() -> Vec<u8> {
+    use std::io::Read;
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/damaged-redb-panics.redb.gz");
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("fixture"))
+        .read_to_end(&mut bytes)
+        .expect("gzip");
+    bytes
+}
+
 #[test]
 fn damaged_data_directories_are_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -287,10 +299,11 @@ fn damaged_data_directories_are_refused_with_a_clear_error() {
     assert_eq!(intact[0].snapshot.records.len(), 200);
 
     // The binary refuses to start, with one line naming the file.
-    let damages: [(&str, Vec<u8>); 3] = [
+    let damages: [(&str, Vec<u8>); 4] = [
         ("truncated", original[..original.len() / 3].to_vec()),
         ("garbage", (0..original.len()).map(|i| (i * 7919 % 251) as u8).collect()),
         ("empty", Vec::new()),
+        ("found by fuzzing: the database library panics on it", fuzz_found_damage()),
     ];
     for (name, bytes) in &damages {
         std::fs::write(&file, bytes).expect("write");
