@@ -1,12 +1,13 @@
-//! The nearest-neighbour index: HNSW graphs (hnsw_rs) in time-bucketed
-//! segments. A search covers only the segments that overlap the query's
-//! time range; a segment older than the retention is dropped whole, because
-//! hnsw_rs cannot delete points.
+//! The nearest-neighbour index: time-bucketed segments, each searched
+//! exhaustively while it is small and through an HNSW graph (hnsw_rs) once
+//! it grows past [`FLAT_LIMIT`]. A search covers only the segments that
+//! overlap the query's time range; a segment older than the retention is
+//! dropped whole, because hnsw_rs cannot delete points.
 //!
-//! A segment remembers its points in insertion order and builds its graph
+//! A segment remembers its points in insertion order and builds its body
 //! lazily: after a restart only the segments that are searched are rebuilt,
-//! and rebuilding inserts the same points in the same order, so the graph is
-//! the one the segment had before (hnsw_rs seeds its level generator).
+//! and rebuilding inserts the same points in the same order, so the segment
+//! answers as it did before (hnsw_rs seeds its level generator).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -24,6 +25,11 @@ const EF_CONSTRUCTION: usize = 64;
 const EF_SEARCH: usize = 64;
 /// Layers.
 const MAX_LAYERS: usize = 16;
+/// Segments of up to this many points are scanned rather than searched
+/// through a graph: at the sizes a story window holds in a news feed, a
+/// scan of contiguous int8 vectors is exact, needs no graph memory and
+/// costs less than a graph's search plus insert (docs/performance.md).
+pub const FLAT_LIMIT: usize = 8192;
 
 /// `1 - cosine` of quantized unit vectors, clamped at zero: quantization can
 /// push the cosine of two equal vectors past 1, which must not make a
@@ -39,29 +45,116 @@ impl Distance<i8> for UnitCosine {
 
 type Graph = Hnsw<'static, i8, UnitCosine>;
 
-/// Gives a point's quantized vector, for building a segment's graph.
+/// Gives a point's quantized vector, for building a segment's body.
 pub type VectorOf<'a> = &'a dyn Fn(u64) -> Option<Vec<i8>>;
+
+/// How a segment is searched.
+enum Body {
+    /// Every vector, back to back, in the order of `ids`.
+    Flat { ids: Vec<u64>, vectors: Vec<i8> },
+    /// An HNSW graph.
+    Graph(Box<Graph>),
+}
+
+impl Body {
+    fn flat(points: &[u64], vector_of: VectorOf<'_>) -> Self {
+        let mut ids = Vec::with_capacity(points.len());
+        let mut vectors = Vec::new();
+        for &id in points {
+            if let Some(v) = vector_of(id) {
+                ids.push(id);
+                vectors.extend_from_slice(&v);
+            }
+        }
+        Self::Flat { ids, vectors }
+    }
+
+    /// A graph of the points, inserted in order.
+    fn graph<'v>(points: impl ExactSizeIterator<Item = (u64, &'v [i8])>) -> Self {
+        let graph = Hnsw::new(MAX_CONNECTIONS, points.len().max(FLAT_LIMIT), MAX_LAYERS, EF_CONSTRUCTION, UnitCosine);
+        for (id, v) in points {
+            graph.insert_slice((v, id as usize));
+        }
+        Self::Graph(Box::new(graph))
+    }
+
+    /// The body for `points`, as their number calls for.
+    fn build(points: &[u64], vector_of: VectorOf<'_>) -> Self {
+        let flat = Self::flat(points, vector_of);
+        if points.len() <= FLAT_LIMIT { flat } else { flat.into_graph() }
+    }
+
+    /// A flat body turned into a graph of the same points, in the same
+    /// order.
+    fn into_graph(self) -> Self {
+        match self {
+            Self::Flat { ids, vectors } => {
+                let dim = if ids.is_empty() { 1 } else { vectors.len() / ids.len() };
+                Self::graph(ids.iter().copied().zip(vectors.chunks_exact(dim.max(1))))
+            }
+            graph @ Self::Graph(_) => graph,
+        }
+    }
+
+    /// The `k` best (id, cosine) of this segment, in no particular order.
+    fn search(&self, vector: &[i8], k: usize) -> Vec<(u64, f32)> {
+        match self {
+            Self::Flat { ids, vectors } => {
+                let mut scored: Vec<(u64, f32)> = ids
+                    .iter()
+                    .zip(vectors.chunks_exact(vector.len().max(1)))
+                    .map(|(&id, v)| (id, cosine_i8(vector, v).min(1.0)))
+                    .collect();
+                if scored.len() > k {
+                    scored.select_nth_unstable_by(k, best_first);
+                    scored.truncate(k);
+                }
+                scored
+            }
+            Self::Graph(graph) => graph
+                .search(vector, k, EF_SEARCH.max(k))
+                .into_iter()
+                .map(|n| (n.d_id as u64, 1.0 - n.distance))
+                .collect(),
+        }
+    }
+}
+
+/// Higher cosine first, then lower id.
+fn best_first(a: &(u64, f32), b: &(u64, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
 
 #[derive(Default)]
 struct Segment {
     points: Vec<u64>,
-    graph: OnceLock<Graph>,
+    body: OnceLock<Body>,
 }
 
 impl Segment {
-    /// The graph, built from the points on first use. `vector_of` gives a
+    /// The body, built from the points on first use. `vector_of` gives a
     /// point's vector; points without one are skipped.
-    fn graph(&self, vector_of: VectorOf<'_>) -> &Graph {
-        self.graph.get_or_init(|| {
-            let graph =
-                Hnsw::new(MAX_CONNECTIONS, self.points.len().max(1024), MAX_LAYERS, EF_CONSTRUCTION, UnitCosine);
-            for &id in &self.points {
-                if let Some(v) = vector_of(id) {
-                    graph.insert_slice((&v, id as usize));
-                }
+    fn body(&self, vector_of: VectorOf<'_>) -> &Body {
+        self.body.get_or_init(|| Body::build(&self.points, vector_of))
+    }
+
+    fn insert(&mut self, id: u64, vector: &[i8], vector_of: VectorOf<'_>) {
+        self.body(vector_of);
+        self.points.push(id);
+        if self.points.len() > FLAT_LIMIT
+            && matches!(self.body.get(), Some(Body::Flat { .. }))
+            && let Some(flat) = self.body.take()
+        {
+            self.body = OnceLock::from(flat.into_graph());
+        }
+        match self.body.get_mut() {
+            Some(Body::Flat { ids, vectors }) => {
+                ids.push(id);
+                vectors.extend_from_slice(vector);
             }
-            graph
-        })
+            Some(Body::Graph(graph)) => graph.insert_slice((vector, id as usize)),
+            None => {}
+        }
     }
 }
 
@@ -97,23 +190,21 @@ impl SegmentedIndex {
     /// not been built yet.
     pub fn insert(&mut self, id: u64, time: Millis, vector: &[i8], vector_of: VectorOf<'_>) {
         let bucket = self.bucket(time);
-        let segment = self.segments.entry(bucket).or_default();
-        segment.graph(vector_of).insert_slice((vector, id as usize));
-        segment.points.push(id);
+        self.segments.entry(bucket).or_default().insert(id, vector, vector_of);
     }
 
-    /// Records point `id` at `time` without building its segment's graph:
-    /// the graph is built on first search. Only for reloading state, before
+    /// Records point `id` at `time` without building its segment's body:
+    /// the body is built on first search. Only for reloading state, before
     /// any search or insert.
     pub fn add_unbuilt(&mut self, id: u64, time: Millis) {
         let bucket = self.bucket(time);
         self.segments.entry(bucket).or_default().points.push(id);
     }
 
-    /// Builds the graphs of the segments that overlap `[from, to]`.
+    /// Builds the bodies of the segments that overlap `[from, to]`.
     pub fn build(&self, from: Millis, to: Millis, vector_of: VectorOf<'_>) {
         for segment in self.segments.range(self.bucket(from)..=self.bucket(to)).map(|(_, s)| s) {
-            segment.graph(vector_of);
+            segment.body(vector_of);
         }
     }
 
@@ -130,10 +221,9 @@ impl SegmentedIndex {
         let mut found: Vec<(u64, f32)> = self
             .segments
             .range(self.bucket(from)..=self.bucket(to))
-            .flat_map(|(_, segment)| segment.graph(vector_of).search(vector, k, EF_SEARCH.max(k)))
-            .map(|n| (n.d_id as u64, 1.0 - n.distance))
+            .flat_map(|(_, segment)| segment.body(vector_of).search(vector, k))
             .collect();
-        found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        found.sort_by(best_first);
         found.truncate(k);
         found
     }
@@ -222,6 +312,40 @@ mod tests {
         }
         for probe in [3u64, 77, 400] {
             let query = unit(probe + 10_000, 24);
+            assert_eq!(eager.search(&query, 0, 0, 10, &of), lazy.search(&query, 0, 0, 10, &of));
+        }
+    }
+
+    #[test]
+    fn a_small_segment_is_scanned_exactly() {
+        let of = vectors(16);
+        let mut index = SegmentedIndex::new(DAY_MS);
+        for id in 0..2000 {
+            index.insert(id, 0, &unit(id, 16), &of);
+        }
+        let query = unit(123_456, 16);
+        let mut all: Vec<(u64, f32)> = (0..2000).map(|id| (id, cosine_i8(&query, &unit(id, 16)).min(1.0))).collect();
+        all.sort_by(best_first);
+        all.truncate(15);
+        assert_eq!(index.search(&query, 0, 0, 15, &of), all);
+    }
+
+    #[test]
+    fn a_segment_that_outgrows_the_scan_gets_a_graph_that_reloads_the_same() {
+        let of = |id: u64| Some(unit(id, 8));
+        let mut eager = SegmentedIndex::new(DAY_MS);
+        let mut lazy = SegmentedIndex::new(DAY_MS);
+        let n = FLAT_LIMIT as u64 + 300;
+        for id in 0..n {
+            eager.insert(id, 0, &unit(id, 8), &of);
+            lazy.add_unbuilt(id, 0);
+        }
+        let segment = eager.segments.values().next().expect("one segment");
+        assert!(matches!(segment.body.get(), Some(Body::Graph(_))));
+        assert_eq!(eager.len(), n as usize);
+        for probe in [5u64, 4321, n - 1] {
+            assert_eq!(eager.search(&unit(probe, 8), 0, 0, 1, &of)[0].0, probe);
+            let query = unit(probe + 50_000, 8);
             assert_eq!(eager.search(&query, 0, 0, 10, &of), lazy.search(&query, 0, 0, 10, &of));
         }
     }

@@ -278,9 +278,7 @@ fn fuzz_found_damage() -> Vec<u8> {
     use std::io::Read;
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/damaged-redb-panics.redb.gz");
     let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("fixture"))
-        .read_to_end(&mut bytes)
-        .expect("gzip");
+    flate2::read::GzDecoder::new(std::fs::File::open(path).expect("fixture")).read_to_end(&mut bytes).expect("gzip");
     bytes
 }
 
