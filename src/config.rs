@@ -143,7 +143,9 @@ pub struct EvalArgs {
     /// Only headlines published before this day (YYYY-MM-DD).
     #[arg(long)]
     pub until: Option<String>,
-    /// Also write the gold rows that were evaluated, for score.py.
+    /// Also write the rows that were evaluated, in the order they were
+    /// replayed, with their gold stories (for score.py, or as a smaller
+    /// headline file).
     #[arg(long)]
     pub gold_out: Option<PathBuf>,
     /// Also write each headline's assignment as answered

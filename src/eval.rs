@@ -156,7 +156,19 @@ fn write_predictions(path: &Path, engine: &Engine, rows: &[(Millis, &Row)]) -> a
 }
 
 fn write_gold(path: &Path, rows: &[(Millis, &Row)]) -> anyhow::Result<()> {
-    write_lines(path, rows.iter().map(|(_, row)| serde_json::json!({ "id": row.id, "story": row.story })))
+    write_lines(
+        path,
+        rows.iter().map(|(_, row)| {
+            serde_json::json!({
+                "id": row.id,
+                "text": row.text,
+                "source": row.source,
+                "url": row.url,
+                "published_at": row.published_at,
+                "story": row.story,
+            })
+        }),
+    )
 }
 
 fn write_lines(path: &Path, lines: impl Iterator<Item = serde_json::Value>) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@
 //! throughput, latency percentiles and, for a server it started itself,
 //! the server's memory.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -83,6 +84,8 @@ pub struct LoadReport {
     pub calls: usize,
     /// Calls that failed, other than load shedding.
     pub errors: usize,
+    /// Those calls by status code.
+    pub errors_by_code: BTreeMap<String, usize>,
     /// Calls refused with RESOURCE_EXHAUSTED (load shedding).
     pub shed: usize,
     /// Read calls.
@@ -218,7 +221,7 @@ struct Sample {
 enum Outcome {
     Ok,
     Shed,
-    Failed,
+    Failed(tonic::Code),
 }
 
 impl Outcome {
@@ -226,7 +229,7 @@ impl Outcome {
         match result {
             Ok(_) => Self::Ok,
             Err(status) if status.code() == tonic::Code::ResourceExhausted => Self::Shed,
-            Err(_) => Self::Failed,
+            Err(status) => Self::Failed(status.code()),
         }
     }
 }
@@ -243,7 +246,7 @@ struct Tally {
     reads: Vec<Duration>,
     headlines: usize,
     shed: usize,
-    errors: usize,
+    errors: BTreeMap<String, usize>,
 }
 
 impl Tally {
@@ -255,7 +258,21 @@ impl Tally {
                 self.headlines += sample.headlines;
             }
             Outcome::Shed => self.shed += 1,
-            Outcome::Failed => self.errors += 1,
+            Outcome::Failed(code) => *self.errors.entry(format!("{code:?}")).or_default() += 1,
+        }
+    }
+
+    fn error_count(&self) -> usize {
+        self.errors.values().sum()
+    }
+
+    /// "N errors" and, if any, their codes.
+    fn describe_errors(&self) -> String {
+        let codes: Vec<String> = self.errors.iter().map(|(code, n)| format!("{code} {n}")).collect();
+        if codes.is_empty() {
+            "0 errors".into()
+        } else {
+            format!("{} errors ({})", self.error_count(), codes.join(", "))
         }
     }
 
@@ -359,13 +376,13 @@ pub async fn run(job: &LoadJob) -> anyhow::Result<LoadReport> {
                 done.sort();
                 let rss = spawned.as_ref().and_then(|s| s.memory("VmRSS"));
                 eprintln!(
-                    "bench: {:>6.0}s {:>7} headlines, write p99 {:>7.2} ms, read p99 {:>6.2} ms, {} shed, {} errors, server RSS {}",
+                    "bench: {:>6.0}s {:>7} headlines, write p99 {:>7.2} ms, read p99 {:>6.2} ms, {} shed, {}, server RSS {}",
                     started.elapsed().as_secs_f64(),
                     done.headlines,
                     percentile(&done.writes, 0.99),
                     percentile(&done.reads, 0.99),
                     done.shed,
-                    done.errors,
+                    done.describe_errors(),
                     rss.map_or("n/a".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0)),
                 );
             }
@@ -379,7 +396,8 @@ pub async fn run(job: &LoadJob) -> anyhow::Result<LoadReport> {
     Ok(LoadReport {
         headlines: all.headlines,
         calls: all.writes.len(),
-        errors: all.errors,
+        errors: all.error_count(),
+        errors_by_code: all.errors.clone(),
         shed: all.shed,
         reads: all.reads.len(),
         read_p99_ms: percentile(&all.reads, 0.99),

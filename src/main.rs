@@ -203,7 +203,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         let mib = |bytes: Option<u64>| bytes.map_or("n/a".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
         println!(
-            "bench: {} headlines in {:.1}s = {:.0} headlines/s; {} calls ({} shed, {} errors), latency p50 {:.2} ms \
+            "bench: {} headlines in {:.1}s = {:.0} headlines/s; {} calls ({} shed, {} errors {:?}), latency p50 {:.2} ms \
              p95 {:.2} ms p99 {:.2} ms max {:.2} ms; {} reads, p99 {:.2} ms; server peak RSS {}, at the end {}",
             report.headlines,
             report.seconds,
@@ -211,6 +211,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
             report.calls,
             report.shed,
             report.errors,
+            report.errors_by_code,
             report.p50_ms,
             report.p95_ms,
             report.p99_ms,
