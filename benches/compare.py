@@ -5,8 +5,8 @@
 TOOL is one of:
   semhash   SemHash self_deduplicate with a model2vec model (M2V_DIR): every
             headline it filters joins the headline it is a duplicate of.
-  minhash   datasketch MinHash LSH over word 3-shingles (128 permutations):
-            connected components of the pairs LSH returns.
+  minhash   datasketch MinHash LSH over the lower-cased words (128
+            permutations): connected components of the pairs LSH returns.
   minilm    sentence-transformers all-MiniLM-L6-v2 (MINILM_DIR) and
             threshold clustering: connected components of the pairs whose
             cosine is at least the threshold (exact, blockwise).
@@ -70,8 +70,7 @@ def minhash_clusters(texts, threshold):
     lsh = MinHashLSH(threshold=threshold, num_perm=128)
     hashes = []
     for i, text in enumerate(texts):
-        words = text.lower().split()
-        shingles = {" ".join(words[k : k + 3]) for k in range(max(1, len(words) - 2))}
+        shingles = set(text.lower().split())
         m = MinHash(num_perm=128)
         for s in shingles:
             m.update(s.encode("utf8"))
