@@ -52,7 +52,7 @@ cd "$work"
 "$bin" eval "$uci" --order shuffle-day --from 2014-05-01 --out may.ours --gold-out may.gold >/dev/null
 
 f1() { python3 "$score" "$1" "$2" | awk '/^B-cubed/ {print $NF}'; }
-declare -A grid=([semhash]="0.6,0.7,0.8,0.9" [minhash]="0.2,0.3,0.5,0.7" [minilm]="0.5,0.6,0.7,0.8")
+declare -A grid=([semhash]="0.4,0.5,0.6,0.7,0.8,0.9" [minhash]="0.1,0.2,0.3,0.5" [minilm]="0.6,0.65,0.7,0.75,0.8")
 results=()
 for tool in semhash minhash minilm; do
   HF_HUB_OFFLINE=1 "$venv/bin/python" "$root/benches/compare.py" "$tool" dev.gold "$minilm" "$m2v" "${grid[$tool]}" "dev.$tool" >/dev/null
