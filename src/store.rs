@@ -26,6 +26,12 @@ const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespace
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "headline-dedup.redb";
+
+/// The database's page cache. Everything the service answers from is in
+/// the engines' memory; the database is written once per batch and read
+/// whole only at start, so a large cache (redb's default is 1 GiB) would
+/// only hold pages the service does not read again.
+const CACHE_BYTES: usize = 32 << 20;
 /// Left in the data directory when the database had to be repaired by
 /// rolling back: the service then refuses to start until an operator has
 /// looked (restored a backup, or accepted the repaired state by deleting it).
@@ -249,8 +255,10 @@ impl Store {
         if marker.exists() {
             return Err(StoreError::Corrupt { path, what: "the file".into(), message: damage_explanation(&marker) });
         }
-        let mut db =
-            Database::create(&path).map_err(|e| StoreError::Database { path: path.clone(), message: e.to_string() })?;
+        let mut db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| StoreError::Database { path: path.clone(), message: e.to_string() })?;
         // Verify every page's checksum. After a crash this passes (redb
         // recovers the last commit); a damaged file is either refused or
         // repaired by rolling back to an earlier commit, which may lose
