@@ -13,7 +13,7 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use headline_dedup::core::embed::{StaticModel, TermStats, embedder_for};
 use headline_dedup::core::engine::Engine;
-use headline_dedup::core::index::SegmentedIndex;
+use headline_dedup::core::index::{FLAT_LIMIT, SegmentedIndex};
 use headline_dedup::core::normalize::{Normalized, normalize};
 use headline_dedup::core::settings::{EmbedderKind, Settings};
 use headline_dedup::core::types::{DAY_MS, Headline, RawHeadline};
@@ -84,7 +84,7 @@ fn index(c: &mut Criterion) {
         })
         .collect();
     let of = |id: u64| vectors.get(id as usize).cloned();
-    for size in [10_000usize, 100_000] {
+    for size in [5_000usize, 10_000, 100_000] {
         if size > vectors.len() {
             continue;
         }
@@ -92,13 +92,19 @@ fn index(c: &mut Criterion) {
         for (id, v) in vectors.iter().enumerate().take(size) {
             index.insert(id as u64, 0, v, &of);
         }
+        let body = if size <= FLAT_LIMIT { "scanned" } else { "graph" };
         let mut probe = 0usize;
-        c.bench_function(&format!("index/search k=20/{size} points"), |b| {
+        c.bench_function(&format!("index/search k=20/{size} points ({body})"), |b| {
             b.iter(|| {
                 probe = (probe + 7919) % size;
                 index.search(black_box(&vectors[probe]), 0, 0, 20, &of)
             })
         });
+        // An insert into a scanned segment is an append; inserting many
+        // would also turn it into a graph, so only graphs are measured.
+        if size <= FLAT_LIMIT {
+            continue;
+        }
         let mut added = 0usize;
         c.bench_function(&format!("index/insert/{size} points"), |b| {
             b.iter_batched(
