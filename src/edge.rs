@@ -6,13 +6,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http_body::{Body, Frame, SizeHint};
 use metrics::{counter, histogram};
-use std::sync::Arc;
-
 use subtle::ConstantTimeEq;
 use tonic::codegen::http::{HeaderMap, HeaderValue, Request, Response, header};
 use tonic::{Code, Status};
@@ -44,27 +43,24 @@ fn code_name(code: Code) -> &'static str {
 }
 
 /// The status of a response, from its headers (a trailers-only response)
-/// or its trailers, after [`correct`].
+/// or its trailers, corrected where the codec's errors need it: a message
+/// over the size limit is RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE), and
+/// a request that is not valid protobuf, such as a string field that is
+/// not UTF-8, is INVALID_ARGUMENT (tonic says INTERNAL), as gRPC specifies;
+/// the message, which names the field, is kept.
 fn grpc_status(headers: &mut HeaderMap) -> Option<Code> {
-    correct(headers);
-    headers.get("grpc-status").map(|value| Code::from_bytes(value.as_bytes()))
-}
-
-/// Gives the codec's errors the codes gRPC specifies: a message over the
-/// size limit is RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE), and a
-/// request that is not valid protobuf, such as a string field that is not
-/// UTF-8, is INVALID_ARGUMENT (tonic says INTERNAL); the message, which
-/// names the field, is kept.
-fn correct(headers: &mut HeaderMap) {
-    let Some(code) = headers.get("grpc-status").map(|value| Code::from_bytes(value.as_bytes())) else { return };
-    let message = headers.get("grpc-message").map(HeaderValue::as_bytes).unwrap_or_default();
-    let message = percent_encoding::percent_decode(message).decode_utf8_lossy();
-    let corrected = match code {
-        Code::OutOfRange if message.starts_with("Error, decoded message length too large") => Code::ResourceExhausted,
-        Code::Internal if message.starts_with("failed to decode Protobuf message") => Code::InvalidArgument,
-        _ => return,
+    let code = Code::from_bytes(headers.get("grpc-status")?.as_bytes());
+    let (codec_message, corrected) = match code {
+        Code::OutOfRange => ("Error, decoded message length too large", Code::ResourceExhausted),
+        Code::Internal => ("failed to decode Protobuf message", Code::InvalidArgument),
+        _ => return Some(code),
     };
+    let message = headers.get("grpc-message").map(HeaderValue::as_bytes).unwrap_or_default();
+    if !percent_encoding::percent_decode(message).decode_utf8_lossy().starts_with(codec_message) {
+        return Some(code);
+    }
     headers.insert("grpc-status", HeaderValue::from(corrected as i32));
+    Some(corrected)
 }
 
 /// Wraps every gRPC service: status corrections and metrics.
@@ -156,8 +152,8 @@ impl Drop for Call {
     }
 }
 
-/// A response body whose trailers pass through [`correct`] and record the
-/// RPC's status.
+/// A response body whose trailers pass through [`grpc_status`], which
+/// records the RPC's status.
 #[derive(Debug)]
 pub struct EdgeBody<B> {
     inner: B,
