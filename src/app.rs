@@ -11,8 +11,7 @@ use crate::core::embed::{StaticModel, embedder_for};
 use crate::core::engine::Engine;
 use crate::core::settings::Settings;
 use crate::core::types::{
-    Assignment, Candidate, Headline, ItemError, MatchKind, Stats, StoredHeadline, StoryCursor, StoryId, StoryQuery,
-    StoryView,
+    Assignment, Candidate, Headline, ItemError, Stats, StoredHeadline, StoryCursor, StoryId, StoryQuery, StoryView,
 };
 use crate::store::{Store, StoredNamespace};
 use crate::telemetry;
@@ -143,12 +142,7 @@ fn count_answers(namespace: &str, results: &[Result<Assignment, ItemError>]) {
         let kind = match result {
             Err(_) => "rejected",
             Ok(a) if a.replayed => "replayed",
-            Ok(a) => match a.kind {
-                MatchKind::NewStory => "new_story",
-                MatchKind::ExactDuplicate => "exact_duplicate",
-                MatchKind::NearDuplicate => "near_duplicate",
-                MatchKind::SameStory => "same_story",
-            },
+            Ok(a) => a.kind.name(),
         };
         *counts.entry(kind).or_default() += 1;
     }

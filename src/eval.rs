@@ -16,7 +16,7 @@ use crate::core::embed::{StaticModel, embedder_for};
 use crate::core::engine::Engine;
 use crate::core::normalize::stable_hash;
 use crate::core::settings::Settings;
-use crate::core::types::{DAY_MS, Headline, MatchKind, Millis, RawHeadline};
+use crate::core::types::{DAY_MS, Headline, Millis, RawHeadline};
 use crate::dataset::{Row, parse_rfc3339, read_rows};
 
 /// The order in which the file is replayed.
@@ -54,7 +54,21 @@ pub struct EvalJob {
 
 /// Noon of 1970-01-01: the time given to rows that have none, so that a
 /// run does not depend on the clock.
-const NO_TIME: Millis = DAY_MS / 2;
+pub const NO_TIME: Millis = DAY_MS / 2;
+
+/// Puts `(time, item)` pairs in replay order. `File` keeps them as they
+/// are; `ShuffleDay` sets every time to noon of its day and orders each
+/// day by a hash of the item's id, so that the result does not depend on
+/// the file's order within a day.
+pub fn arrange<'a, T>(timed: &mut [(Millis, T)], order: Order, id: impl Fn(&T) -> &'a str) {
+    if order != Order::ShuffleDay {
+        return;
+    }
+    for (time, _) in timed.iter_mut() {
+        *time = time.div_euclid(DAY_MS) * DAY_MS + DAY_MS / 2;
+    }
+    timed.sort_by_cached_key(|(time, item)| (*time, stable_hash(format!("shuffle:{}", id(item)).as_bytes())));
+}
 
 /// Runs the job and prints a summary line.
 pub fn run(job: &EvalJob, model: &Arc<StaticModel>) -> anyhow::Result<()> {
@@ -70,12 +84,7 @@ pub fn run(job: &EvalJob, model: &Arc<StaticModel>) -> anyhow::Result<()> {
         }
         timed.push((time, row));
     }
-    if job.order == Order::ShuffleDay {
-        for (time, _) in &mut timed {
-            *time = time.div_euclid(DAY_MS) * DAY_MS + DAY_MS / 2;
-        }
-        timed.sort_by_key(|(time, row)| (*time, stable_hash(format!("shuffle:{}", row.id).as_bytes())));
-    }
+    arrange(&mut timed, job.order, |&row| row.id.as_str());
     // Every headline is kept, so that every one can be scored.
     let settings = Settings { retention: None, ..job.settings.clone() };
     let embedder = embedder_for(&settings, model);
@@ -116,7 +125,7 @@ pub fn run(job: &EvalJob, model: &Arc<StaticModel>) -> anyhow::Result<()> {
             answered.iter().map(|a| {
                 serde_json::json!({
                     "id": a.headline_id,
-                    "kind": kind_name(a.kind),
+                    "kind": a.kind.name(),
                     "matched": a.matched_headline_id,
                     "story": a.story_id.to_string(),
                 })
@@ -180,14 +189,4 @@ fn write_lines(path: &Path, lines: impl Iterator<Item = serde_json::Value>) -> a
     }
     out.flush()?;
     Ok(())
-}
-
-/// The name of a kind in assignment files.
-fn kind_name(kind: MatchKind) -> &'static str {
-    match kind {
-        MatchKind::NewStory => "new_story",
-        MatchKind::ExactDuplicate => "exact_duplicate",
-        MatchKind::NearDuplicate => "near_duplicate",
-        MatchKind::SameStory => "same_story",
-    }
 }

@@ -17,10 +17,9 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
 use crate::client::{Client, Credentials, connect, request_headline};
-use crate::core::normalize::stable_hash;
 use crate::core::types::DAY_MS;
 use crate::dataset::{Row, read_rows};
-use crate::eval::Order;
+use crate::eval::{NO_TIME, Order, arrange};
 use crate::pb;
 
 /// How the load is sent.
@@ -168,8 +167,8 @@ const ROUND_SHIFT: i64 = 92 * DAY_MS;
 /// round after round, each round with new ids and later times.
 struct Feed {
     rows: Vec<Row>,
-    /// Row index and event time of each position in one round.
-    round: Vec<(usize, i64)>,
+    /// Event time and row index of each position in one round.
+    round: Vec<(i64, usize)>,
     /// Headlines in all (`None`: without end).
     total: Option<usize>,
 }
@@ -178,15 +177,9 @@ impl Feed {
     fn new(rows: Vec<Row>, order: Order, total: Option<usize>) -> anyhow::Result<Self> {
         let mut round = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
-            let mut time = row.published_millis()?.unwrap_or(DAY_MS / 2);
-            if order == Order::ShuffleDay {
-                time = time.div_euclid(DAY_MS) * DAY_MS + DAY_MS / 2;
-            }
-            round.push((i, time));
+            round.push((row.published_millis()?.unwrap_or(NO_TIME), i));
         }
-        if order == Order::ShuffleDay {
-            round.sort_by_key(|&(i, time)| (time, stable_hash(format!("shuffle:{}", rows[i].id).as_bytes())));
-        }
+        arrange(&mut round, order, |&i| rows[i].id.as_str());
         let total = if rows.is_empty() { Some(0) } else { total };
         Ok(Self { rows, round, total })
     }
@@ -195,7 +188,7 @@ impl Feed {
         if self.total.is_some_and(|total| position >= total) {
             return None;
         }
-        let (row, time) = self.round[position % self.round.len()];
+        let (time, row) = self.round[position % self.round.len()];
         let round = position / self.round.len();
         let row = &self.rows[row];
         let id = if round == 0 { row.id.clone() } else { format!("r{round}-{}", row.id) };

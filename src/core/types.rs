@@ -22,6 +22,19 @@ pub enum MatchKind {
     SameStory,
 }
 
+impl MatchKind {
+    /// The kind's name in files, metrics and JSON: `new_story`,
+    /// `exact_duplicate`, `near_duplicate`, `same_story`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NewStory => "new_story",
+            Self::ExactDuplicate => "exact_duplicate",
+            Self::NearDuplicate => "near_duplicate",
+            Self::SameStory => "same_story",
+        }
+    }
+}
+
 /// A story id: stable for the story's life, unique within a namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StoryId(pub u64);

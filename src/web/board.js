@@ -68,7 +68,8 @@ function membersRow(story) {
     .then((detail) => {
       const list = el("ol");
       for (const m of detail.members) {
-        const meta = [m.source, when(m.published), m.kind, m.similarity ? m.similarity.toFixed(2) : null]
+        const kind = m.kind.replaceAll("_", " ");
+        const meta = [m.source, when(m.published), kind, m.similarity ? m.similarity.toFixed(2) : null]
           .filter(Boolean).join(" · ");
         list.append(el("li", { "data-headline": m.id }, el("span", { class: "text" }, m.text), " ",
           el("span", { class: "meta" }, meta)));

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 use crate::app::{App, AppError, namespace_or_default};
-use crate::core::types::{MatchKind, StoryOrder, StoryQuery, StoryView};
+use crate::core::types::{StoryOrder, StoryQuery, StoryView};
 
 /// How often histogram buffers are folded in when nobody scrapes.
 const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
@@ -176,15 +176,6 @@ struct StoryDetail {
     members: Vec<Member>,
 }
 
-fn kind_name(kind: MatchKind) -> &'static str {
-    match kind {
-        MatchKind::NewStory => "new story",
-        MatchKind::ExactDuplicate => "exact duplicate",
-        MatchKind::NearDuplicate => "near duplicate",
-        MatchKind::SameStory => "same story",
-    }
-}
-
 /// Members per equal slice of the story's time span.
 fn arrivals(story: &StoryView) -> Vec<usize> {
     let span = (story.last_seen - story.first_seen).max(0) as f64;
@@ -268,7 +259,7 @@ async fn story(
             source: m.headline.source.clone(),
             url: m.headline.url.clone(),
             published: m.headline.published,
-            kind: kind_name(m.kind),
+            kind: m.kind.name(),
             matched_headline_id: m.matched_headline_id.clone(),
             similarity: m.similarity,
         })
@@ -279,7 +270,7 @@ async fn story(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::types::{Headline, StoredHeadline, StoryId};
+    use crate::core::types::{Headline, MatchKind, StoredHeadline, StoryId};
 
     fn member(published: i64) -> StoredHeadline {
         StoredHeadline {
