@@ -83,21 +83,20 @@ fn index(c: &mut Criterion) {
             QuantizedVector::new(&v).values().to_vec()
         })
         .collect();
-    let of = |id: u64| vectors.get(id as usize).cloned();
     for size in [5_000usize, 10_000, 100_000] {
         if size > vectors.len() {
             continue;
         }
-        let mut index = SegmentedIndex::new(DAY_MS);
+        let mut index = SegmentedIndex::new(DAY_MS, embedder.dim());
         for (id, v) in vectors.iter().enumerate().take(size) {
-            index.insert(id as u64, 0, v, &of);
+            index.insert(id as u64, 0, v);
         }
         let body = if size <= FLAT_LIMIT { "scanned" } else { "graph" };
         let mut probe = 0usize;
         c.bench_function(&format!("index/search k=20/{size} points ({body})"), |b| {
             b.iter(|| {
                 probe = (probe + 7919) % size;
-                index.search(black_box(&vectors[probe]), 0, 0, 20, &of)
+                index.search(black_box(&vectors[probe]), 0, 0, 20)
             })
         });
         // An insert into a scanned segment is an append; inserting many
@@ -112,7 +111,7 @@ fn index(c: &mut Criterion) {
                     added += 1;
                     added
                 },
-                |n| index.insert((vectors.len() + n) as u64, 0, &vectors[(n * 7919) % size], &of),
+                |n| index.insert((vectors.len() + n) as u64, 0, &vectors[(n * 7919) % size]),
                 BatchSize::SmallInput,
             )
         });

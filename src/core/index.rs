@@ -4,10 +4,13 @@
 //! overlap the query's time range; a segment older than the retention is
 //! dropped whole, because hnsw_rs cannot delete points.
 //!
-//! A segment remembers its points in insertion order and builds its body
-//! lazily: after a restart only the segments that are searched are rebuilt,
-//! and rebuilding inserts the same points in the same order, so the segment
-//! answers as it did before (hnsw_rs seeds its level generator).
+//! A segment owns its points' vectors, back to back in insertion order
+//! (ascending ids): they are what a scan reads, the engine's only copy of
+//! an exemplar's vector, and what a graph is built from. The graph of a
+//! large segment is built lazily on its first search, so after a restart
+//! only the segments that are searched get one; building inserts the same
+//! points in the same order, so the segment answers as it did before
+//! (hnsw_rs seeds its level generator).
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -30,6 +33,10 @@ const MAX_LAYERS: usize = 16;
 /// scan of contiguous int8 vectors is exact, needs no graph memory and
 /// costs less than a graph's search plus insert (docs/performance.md).
 pub const FLAT_LIMIT: usize = 8192;
+/// A segment's vectors grow by an eighth of their number (at least this
+/// many points) at a time: little unused capacity in segments that stopped
+/// growing, few copies in those that grow.
+const MIN_GROWTH: usize = 64;
 
 /// `1 - cosine` of quantized unit vectors, clamped at zero: quantization can
 /// push the cosine of two equal vectors past 1, which must not make a
@@ -45,78 +52,72 @@ impl Distance<i8> for UnitCosine {
 
 type Graph = Hnsw<'static, i8, UnitCosine>;
 
-/// Gives a point's quantized vector, for building a segment's body.
-pub type VectorOf<'a> = &'a dyn Fn(u64) -> Option<Vec<i8>>;
-
-/// How a segment is searched.
-enum Body {
-    /// Every vector, back to back, in the order of `ids`.
-    Flat { ids: Vec<u64>, vectors: Vec<i8> },
-    /// An HNSW graph.
-    Graph(Box<Graph>),
+/// The points of one time bucket.
+#[derive(Default)]
+struct Segment {
+    /// Point ids, ascending (the order of insertion).
+    ids: Vec<u64>,
+    /// Their vectors, `dim` values each, in the order of `ids`.
+    vectors: Vec<i8>,
+    /// The graph of every point, once a search needed it.
+    graph: OnceLock<Box<Graph>>,
 }
 
-impl Body {
-    fn flat(points: &[u64], vector_of: VectorOf<'_>) -> Self {
-        let mut ids = Vec::with_capacity(points.len());
-        let mut vectors = Vec::new();
-        for &id in points {
-            if let Some(v) = vector_of(id) {
-                ids.push(id);
-                vectors.extend_from_slice(&v);
+impl Segment {
+    fn rows(&self, dim: usize) -> impl Iterator<Item = (u64, &[i8])> {
+        self.ids.iter().copied().zip(self.vectors.chunks_exact(dim))
+    }
+
+    fn is_scanned(&self) -> bool {
+        self.ids.len() <= FLAT_LIMIT
+    }
+
+    /// The graph of the segment's points, inserted in order.
+    fn graph(&self, dim: usize) -> &Graph {
+        self.graph.get_or_init(|| {
+            let graph =
+                Hnsw::new(MAX_CONNECTIONS, self.ids.len().max(FLAT_LIMIT), MAX_LAYERS, EF_CONSTRUCTION, UnitCosine);
+            for (id, v) in self.rows(dim) {
+                graph.insert_slice((v, id as usize));
             }
-        }
-        Self::Flat { ids, vectors }
+            Box::new(graph)
+        })
     }
 
-    /// A graph of the points, inserted in order.
-    fn graph<'v>(points: impl ExactSizeIterator<Item = (u64, &'v [i8])>) -> Self {
-        let graph = Hnsw::new(MAX_CONNECTIONS, points.len().max(FLAT_LIMIT), MAX_LAYERS, EF_CONSTRUCTION, UnitCosine);
-        for (id, v) in points {
-            graph.insert_slice((v, id as usize));
+    /// Appends a point whose id is above every id in the segment; `vector`
+    /// has `dim` values.
+    fn push(&mut self, id: u64, vector: &[i8], dim: usize) {
+        if self.vectors.capacity() - self.vectors.len() < dim {
+            self.vectors.reserve_exact((self.ids.len() / 8).max(MIN_GROWTH) * dim);
         }
-        Self::Graph(Box::new(graph))
+        self.ids.push(id);
+        self.vectors.extend_from_slice(vector);
+        if let Some(graph) = self.graph.get() {
+            graph.insert_slice((vector, id as usize));
+        }
     }
 
-    /// The body for `points`, as their number calls for.
-    fn build(points: &[u64], vector_of: VectorOf<'_>) -> Self {
-        let flat = Self::flat(points, vector_of);
-        if points.len() <= FLAT_LIMIT { flat } else { flat.into_graph() }
-    }
-
-    /// A flat body turned into a graph of the same points, in the same
-    /// order.
-    fn into_graph(self) -> Self {
-        match self {
-            Self::Flat { ids, vectors } => {
-                let dim = if ids.is_empty() { 1 } else { vectors.len() / ids.len() };
-                Self::graph(ids.iter().copied().zip(vectors.chunks_exact(dim.max(1))))
-            }
-            graph @ Self::Graph(_) => graph,
-        }
+    fn vector(&self, id: u64, dim: usize) -> Option<&[i8]> {
+        let row = self.ids.binary_search(&id).ok()?;
+        self.vectors.get(row * dim..(row + 1) * dim)
     }
 
     /// The `k` best (id, cosine) of this segment, in no particular order.
-    fn search(&self, vector: &[i8], k: usize) -> Vec<(u64, f32)> {
-        match self {
-            Self::Flat { ids, vectors } => {
-                let mut scored: Vec<(u64, f32)> = ids
-                    .iter()
-                    .zip(vectors.chunks_exact(vector.len().max(1)))
-                    .map(|(&id, v)| (id, cosine_i8(vector, v).min(1.0)))
-                    .collect();
-                if scored.len() > k {
-                    scored.select_nth_unstable_by(k, best_first);
-                    scored.truncate(k);
-                }
-                scored
-            }
-            Self::Graph(graph) => graph
-                .search(vector, k, EF_SEARCH.max(k))
+    fn search(&self, query: &[i8], k: usize, dim: usize) -> Vec<(u64, f32)> {
+        if !self.is_scanned() {
+            return self
+                .graph(dim)
+                .search(query, k, EF_SEARCH.max(k))
                 .into_iter()
                 .map(|n| (n.d_id as u64, 1.0 - n.distance))
-                .collect(),
+                .collect();
         }
+        let mut scored: Vec<(u64, f32)> = self.rows(dim).map(|(id, v)| (id, cosine_i8(query, v).min(1.0))).collect();
+        if scored.len() > k {
+            scored.select_nth_unstable_by(k, best_first);
+            scored.truncate(k);
+        }
+        scored
     }
 }
 
@@ -125,42 +126,11 @@ fn best_first(a: &(u64, f32), b: &(u64, f32)) -> std::cmp::Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
-#[derive(Default)]
-struct Segment {
-    points: Vec<u64>,
-    body: OnceLock<Body>,
-}
-
-impl Segment {
-    /// The body, built from the points on first use. `vector_of` gives a
-    /// point's vector; points without one are skipped.
-    fn body(&self, vector_of: VectorOf<'_>) -> &Body {
-        self.body.get_or_init(|| Body::build(&self.points, vector_of))
-    }
-
-    fn insert(&mut self, id: u64, vector: &[i8], vector_of: VectorOf<'_>) {
-        self.body(vector_of);
-        self.points.push(id);
-        if self.points.len() > FLAT_LIMIT
-            && matches!(self.body.get(), Some(Body::Flat { .. }))
-            && let Some(flat) = self.body.take()
-        {
-            self.body = OnceLock::from(flat.into_graph());
-        }
-        match self.body.get_mut() {
-            Some(Body::Flat { ids, vectors }) => {
-                ids.push(id);
-                vectors.extend_from_slice(vector);
-            }
-            Some(Body::Graph(graph)) => graph.insert_slice((vector, id as usize)),
-            None => {}
-        }
-    }
-}
-
-/// Point ids are the caller's (headline sequence numbers).
+/// Point ids are the caller's (headline sequence numbers), inserted in
+/// ascending order.
 pub struct SegmentedIndex {
     bucket_ms: Millis,
+    dim: usize,
     segments: BTreeMap<Millis, Segment>,
 }
 
@@ -168,6 +138,7 @@ impl std::fmt::Debug for SegmentedIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SegmentedIndex")
             .field("bucket_ms", &self.bucket_ms)
+            .field("dim", &self.dim)
             .field("segments", &self.segments.len())
             .field("points", &self.len())
             .finish()
@@ -175,54 +146,53 @@ impl std::fmt::Debug for SegmentedIndex {
 }
 
 impl SegmentedIndex {
-    /// An empty index whose segments each cover `bucket_ms` of event time.
-    pub fn new(bucket_ms: Millis) -> Self {
-        Self { bucket_ms: bucket_ms.max(1), segments: BTreeMap::new() }
+    /// An empty index of `dim`-dimensional vectors whose segments each
+    /// cover `bucket_ms` of event time.
+    pub fn new(bucket_ms: Millis, dim: usize) -> Self {
+        Self { bucket_ms: bucket_ms.max(1), dim: dim.max(1), segments: BTreeMap::new() }
     }
 
     fn bucket(&self, time: Millis) -> Millis {
         time.div_euclid(self.bucket_ms) * self.bucket_ms
     }
 
-    /// Adds point `id` with quantized unit vector `vector` at event time
-    /// `time`.
-    /// `vector_of` gives earlier points' vectors if the segment's graph has
-    /// not been built yet.
-    pub fn insert(&mut self, id: u64, time: Millis, vector: &[i8], vector_of: VectorOf<'_>) {
-        let bucket = self.bucket(time);
-        self.segments.entry(bucket).or_default().insert(id, vector, vector_of);
-    }
-
-    /// Records point `id` at `time` without building its segment's body:
-    /// the body is built on first search. Only for reloading state, before
-    /// any search or insert.
-    pub fn add_unbuilt(&mut self, id: u64, time: Millis) {
-        let bucket = self.bucket(time);
-        self.segments.entry(bucket).or_default().points.push(id);
-    }
-
-    /// Builds the bodies of the segments that overlap `[from, to]`.
-    pub fn build(&self, from: Millis, to: Millis, vector_of: VectorOf<'_>) {
-        for segment in self.segments.range(self.bucket(from)..=self.bucket(to)).map(|(_, s)| s) {
-            segment.body(vector_of);
+    /// Adds point `id`, above every id inserted before, with quantized unit
+    /// vector `vector` at event time `time`. A vector of another dimension
+    /// is cut or padded with zeros to the index's.
+    pub fn insert(&mut self, id: u64, time: Millis, vector: &[i8]) {
+        let (bucket, dim) = (self.bucket(time), self.dim);
+        let segment = self.segments.entry(bucket).or_default();
+        if vector.len() == dim {
+            segment.push(id, vector, dim);
+        } else {
+            let mut fitted = vector.to_vec();
+            fitted.resize(dim, 0);
+            segment.push(id, &fitted, dim);
         }
+    }
+
+    /// The vector of point `id`, inserted at event time `time`.
+    pub fn vector(&self, id: u64, time: Millis) -> Option<&[i8]> {
+        self.segments.get(&self.bucket(time))?.vector(id, self.dim)
+    }
+
+    /// Builds the graphs of the large segments that overlap `[from, to]`
+    /// (a search would build them on first use).
+    pub fn build(&self, from: Millis, to: Millis) {
+        for segment in self.overlapping(from, to).filter(|s| !s.is_scanned()) {
+            segment.graph(self.dim);
+        }
+    }
+
+    fn overlapping(&self, from: Millis, to: Millis) -> impl Iterator<Item = &Segment> {
+        self.segments.range(self.bucket(from)..=self.bucket(to)).map(|(_, s)| s)
     }
 
     /// The `k` nearest points to `vector` with event times in the buckets
     /// that overlap `[from, to]`, as (id, cosine), best first.
-    pub fn search(
-        &self,
-        vector: &[i8],
-        from: Millis,
-        to: Millis,
-        k: usize,
-        vector_of: VectorOf<'_>,
-    ) -> Vec<(u64, f32)> {
-        let mut found: Vec<(u64, f32)> = self
-            .segments
-            .range(self.bucket(from)..=self.bucket(to))
-            .flat_map(|(_, segment)| segment.body(vector_of).search(vector, k))
-            .collect();
+    pub fn search(&self, vector: &[i8], from: Millis, to: Millis, k: usize) -> Vec<(u64, f32)> {
+        let mut found: Vec<(u64, f32)> =
+            self.overlapping(from, to).flat_map(|segment| segment.search(vector, k, self.dim)).collect();
         found.sort_by(best_first);
         found.truncate(k);
         found
@@ -233,19 +203,19 @@ impl SegmentedIndex {
     pub fn drop_before(&mut self, time: Millis) -> usize {
         let keep_from = self.bucket(time);
         let kept = self.segments.split_off(&keep_from);
-        let dropped: usize = self.segments.values().map(|s| s.points.len()).sum();
+        let dropped: usize = self.segments.values().map(|s| s.ids.len()).sum();
         self.segments = kept;
         dropped
     }
 
     /// The number of indexed points.
     pub fn len(&self) -> usize {
-        self.segments.values().map(|s| s.points.len()).sum()
+        self.segments.values().map(|s| s.ids.len()).sum()
     }
 
     /// Whether the index holds no points.
     pub fn is_empty(&self) -> bool {
-        self.segments.values().all(|s| s.points.is_empty())
+        self.segments.values().all(|s| s.ids.is_empty())
     }
 }
 
@@ -270,19 +240,14 @@ mod tests {
         QuantizedVector::new(&v).values().to_vec()
     }
 
-    fn vectors(dim: usize) -> impl Fn(u64) -> Option<Vec<i8>> {
-        move |id| Some(unit(if id >= 1000 { id - 993 } else { id }, dim))
-    }
-
     #[test]
     fn finds_the_exact_point_and_tolerates_duplicates() {
-        let mut index = SegmentedIndex::new(DAY_MS);
-        let of = vectors(32);
+        let mut index = SegmentedIndex::new(DAY_MS, 32);
         for id in 0..300 {
-            index.insert(id, 0, &unit(id, 32), &of);
+            index.insert(id, 0, &unit(id, 32));
         }
-        index.insert(1000, 0, &unit(7, 32), &of);
-        let hits = index.search(&unit(7, 32), 0, 0, 2, &of);
+        index.insert(1000, 0, &unit(7, 32));
+        let hits = index.search(&unit(7, 32), 0, 0, 2);
         let ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
         assert_eq!(ids, vec![7, 1000]);
         assert!(hits[0].1 > 0.98, "{hits:?}");
@@ -290,63 +255,64 @@ mod tests {
 
     #[test]
     fn search_is_limited_to_the_time_range_and_old_segments_drop() {
-        let mut index = SegmentedIndex::new(DAY_MS);
-        let of = vectors(16);
-        index.insert(1, 0, &unit(1, 16), &of);
-        index.insert(2, 10 * DAY_MS, &unit(2, 16), &of);
-        let hits = index.search(&unit(1, 16), 9 * DAY_MS, 11 * DAY_MS, 5, &of);
+        let mut index = SegmentedIndex::new(DAY_MS, 16);
+        index.insert(1, 0, &unit(1, 16));
+        index.insert(2, 10 * DAY_MS, &unit(2, 16));
+        let hits = index.search(&unit(1, 16), 9 * DAY_MS, 11 * DAY_MS, 5);
         assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), vec![2]);
         assert_eq!(index.drop_before(5 * DAY_MS), 1);
         assert_eq!(index.len(), 1);
-        assert!(index.search(&unit(1, 16), -DAY_MS, DAY_MS, 5, &of).is_empty());
+        assert!(index.search(&unit(1, 16), -DAY_MS, DAY_MS, 5).is_empty());
+        assert_eq!(index.vector(1, 0), None);
     }
 
     #[test]
-    fn a_lazily_built_segment_answers_like_an_eager_one() {
-        let of = vectors(24);
-        let mut eager = SegmentedIndex::new(DAY_MS);
-        let mut lazy = SegmentedIndex::new(DAY_MS);
-        for id in 0..500 {
-            eager.insert(id, 0, &unit(id, 24), &of);
-            lazy.add_unbuilt(id, 0);
+    fn every_point_keeps_its_vector() {
+        let mut index = SegmentedIndex::new(DAY_MS, 16);
+        for id in 0..500u64 {
+            index.insert(id, (id as Millis % 3) * DAY_MS, &unit(id, 16));
         }
-        for probe in [3u64, 77, 400] {
-            let query = unit(probe + 10_000, 24);
-            assert_eq!(eager.search(&query, 0, 0, 10, &of), lazy.search(&query, 0, 0, 10, &of));
+        for id in [0u64, 1, 250, 499] {
+            assert_eq!(index.vector(id, (id as Millis % 3) * DAY_MS), Some(unit(id, 16).as_slice()));
+            assert_eq!(index.vector(id, (id as Millis % 3 + 1) * DAY_MS), None);
         }
+        index.insert(500, 0, &[1, 2]);
+        assert_eq!(index.vector(500, 0).map(<[i8]>::len), Some(16));
     }
 
     #[test]
     fn a_small_segment_is_scanned_exactly() {
-        let of = vectors(16);
-        let mut index = SegmentedIndex::new(DAY_MS);
+        let mut index = SegmentedIndex::new(DAY_MS, 16);
         for id in 0..2000 {
-            index.insert(id, 0, &unit(id, 16), &of);
+            index.insert(id, 0, &unit(id, 16));
         }
         let query = unit(123_456, 16);
         let mut all: Vec<(u64, f32)> = (0..2000).map(|id| (id, cosine_i8(&query, &unit(id, 16)).min(1.0))).collect();
         all.sort_by(best_first);
         all.truncate(15);
-        assert_eq!(index.search(&query, 0, 0, 15, &of), all);
+        assert_eq!(index.search(&query, 0, 0, 15), all);
     }
 
     #[test]
-    fn a_segment_that_outgrows_the_scan_gets_a_graph_that_reloads_the_same() {
-        let of = |id: u64| Some(unit(id, 8));
-        let mut eager = SegmentedIndex::new(DAY_MS);
-        let mut lazy = SegmentedIndex::new(DAY_MS);
+    fn a_large_segment_gets_a_graph_that_is_the_same_however_late_it_is_built() {
         let n = FLAT_LIMIT as u64 + 300;
+        let mut early = SegmentedIndex::new(DAY_MS, 8);
+        let mut late = SegmentedIndex::new(DAY_MS, 8);
         for id in 0..n {
-            eager.insert(id, 0, &unit(id, 8), &of);
-            lazy.add_unbuilt(id, 0);
+            early.insert(id, 0, &unit(id, 8));
+            if id == FLAT_LIMIT as u64 + 1 {
+                early.build(0, 0);
+            }
+            late.insert(id, 0, &unit(id, 8));
         }
-        let segment = eager.segments.values().next().expect("one segment");
-        assert!(matches!(segment.body.get(), Some(Body::Graph(_))));
-        assert_eq!(eager.len(), n as usize);
+        let segment = early.segments.values().next().expect("one segment");
+        assert!(segment.graph.get().is_some());
+        assert!(late.segments.values().all(|s| s.graph.get().is_none()));
+        assert_eq!(early.len(), n as usize);
         for probe in [5u64, 4321, n - 1] {
-            assert_eq!(eager.search(&unit(probe, 8), 0, 0, 1, &of)[0].0, probe);
+            assert_eq!(early.search(&unit(probe, 8), 0, 0, 1)[0].0, probe);
             let query = unit(probe + 50_000, 8);
-            assert_eq!(eager.search(&query, 0, 0, 10, &of), lazy.search(&query, 0, 0, 10, &of));
+            assert_eq!(early.search(&query, 0, 0, 10), late.search(&query, 0, 0, 10));
         }
     }
 }

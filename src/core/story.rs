@@ -43,7 +43,7 @@ pub struct MemberInfo<'a> {
     /// The exact key of its wording.
     pub key: u64,
     /// Its vector.
-    pub vector: &'a QuantizedVector,
+    pub vector: &'a [i8],
     /// Whether it is in the index.
     pub exemplar: bool,
 }
@@ -115,7 +115,7 @@ impl Story {
     }
 
     /// Mean similarity of a vector to the members.
-    pub fn mean_similarity(&self, vector: &QuantizedVector) -> f32 {
+    pub fn mean_similarity(&self, vector: &[i8]) -> f32 {
         self.sum.mean_similarity(vector)
     }
 
@@ -164,7 +164,7 @@ mod tests {
             Some(MemberInfo {
                 time: seq as Millis,
                 key: seq % 2,
-                vector: &vectors[seq as usize],
+                vector: vectors[seq as usize].values(),
                 exemplar: seq.is_multiple_of(3),
             })
         };

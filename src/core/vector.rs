@@ -119,8 +119,8 @@ impl VectorSum {
     }
 
     /// Adds a vector.
-    pub fn add(&mut self, v: &QuantizedVector) {
-        for (s, &x) in self.values.iter_mut().zip(v.values.iter()) {
+    pub fn add(&mut self, v: &[i8]) {
+        for (s, &x) in self.values.iter_mut().zip(v) {
             *s += i32::from(x);
         }
         self.count += 1;
@@ -134,9 +134,9 @@ impl VectorSum {
     /// The dot product of the sum with `v`, in floats: the sum's exact
     /// integers converted and multiplied in a fixed order, eight lanes at a
     /// time (so that the compiler vectorises it).
-    pub fn dot(&self, v: &QuantizedVector) -> f32 {
+    pub fn dot(&self, v: &[i8]) -> f32 {
         let mut lanes = [0.0f32; 8];
-        let (sums, values) = (self.values.chunks_exact(8), v.values.chunks_exact(8));
+        let (sums, values) = (self.values.chunks_exact(8), v.chunks_exact(8));
         let tail: f32 = sums.remainder().iter().zip(values.remainder()).map(|(&s, &x)| s as f32 * f32::from(x)).sum();
         for (s, x) in sums.zip(values) {
             for i in 0..8 {
@@ -152,13 +152,13 @@ impl VectorSum {
     }
 
     /// The mean cosine of `v` with the summed vectors.
-    pub fn mean_similarity(&self, v: &QuantizedVector) -> f32 {
+    pub fn mean_similarity(&self, v: &[i8]) -> f32 {
         self.dot(v) / (self.count.max(1) as f32 * SCALE_SQUARED)
     }
 
     /// The cosine of `v` with the direction of the sum, given the sum's
     /// [`VectorSum::norm`] (computed once by callers that ask many times).
-    pub fn cosine_with_norm(&self, v: &QuantizedVector, norm: f32) -> f32 {
+    pub fn cosine_with_norm(&self, v: &[i8], norm: f32) -> f32 {
         if norm == 0.0 { 0.0 } else { self.dot(v) / (norm * SCALE) }
     }
 
@@ -220,11 +220,11 @@ mod tests {
         let vs: Vec<QuantizedVector> =
             (0..5).map(|i| QuantizedVector::new(&unit(&[i as f32, 1.0, -(i as f32) * 0.5]))).collect();
         let mut forward = VectorSum::new(3);
-        vs.iter().for_each(|v| forward.add(v));
+        vs.iter().for_each(|v| forward.add(v.values()));
         let mut backward = VectorSum::new(3);
-        vs.iter().rev().for_each(|v| backward.add(v));
+        vs.iter().rev().for_each(|v| backward.add(v.values()));
         assert_eq!(forward, backward);
-        let mean = forward.mean_similarity(&vs[0]);
+        let mean = forward.mean_similarity(vs[0].values());
         let expected: f32 = vs.iter().map(|v| cosine_i8(vs[0].values(), v.values())).sum::<f32>() / 5.0;
         assert!((mean - expected).abs() < 1e-4);
     }
@@ -234,10 +234,10 @@ mod tests {
         let vs: Vec<QuantizedVector> =
             (0..4).map(|i| QuantizedVector::new(&unit(&[1.0, i as f32 * 0.3, 0.2]))).collect();
         let (mut a, mut b) = (VectorSum::new(3), VectorSum::new(3));
-        a.add(&vs[0]);
-        a.add(&vs[1]);
-        b.add(&vs[2]);
-        b.add(&vs[3]);
+        a.add(vs[0].values());
+        a.add(vs[1].values());
+        b.add(vs[2].values());
+        b.add(vs[3].values());
         let cos = |x: &QuantizedVector, y: &QuantizedVector| cosine_i8(x.values(), y.values());
         let expected = (cos(&vs[0], &vs[2]) + cos(&vs[0], &vs[3]) + cos(&vs[1], &vs[2]) + cos(&vs[1], &vs[3])) / 4.0;
         assert!((a.linkage(&b) - expected).abs() < 1e-4);

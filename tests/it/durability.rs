@@ -2,7 +2,7 @@
 //! restarts, determinism across a reload, bounded retention, and damaged
 //! data directories.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Command;
 use std::time::Duration;
 
@@ -60,6 +60,9 @@ async fn acknowledged_headlines_survive_sigkill_and_retries_complete_exactly_onc
     let rows = fixture(FIXTURE);
     let batches: Vec<Vec<pb::Headline>> = rows.chunks(8).map(|c| c.iter().map(Row::headline).collect()).collect();
     let mut acked: HashMap<String, String> = HashMap::new();
+    // Headlines of the calls cut short by a kill: each may or may not have
+    // been committed before the kill.
+    let mut unanswered: HashSet<String> = HashSet::new();
     let mut next = 0usize;
     let mut rng = XorShift(0x5eed_1234_abcd_ef01);
     let mut kills_mid_stream = 0;
@@ -90,6 +93,7 @@ async fn acknowledged_headlines_survive_sigkill_and_retries_complete_exactly_onc
                     next += 1;
                 }
                 Err(_) => {
+                    unanswered.extend(batch.iter().map(|h| h.id.clone()));
                     kills_mid_stream += 1;
                     break;
                 }
@@ -111,7 +115,9 @@ async fn acknowledged_headlines_survive_sigkill_and_retries_complete_exactly_onc
             .into_inner();
         for a in reply.assignments {
             let previous = acked.insert(a.headline_id.clone(), a.story_id.clone());
-            assert_eq!(a.replayed, previous.is_some(), "{a:?}");
+            if previous.is_some() || !unanswered.contains(&a.headline_id) {
+                assert_eq!(a.replayed, previous.is_some(), "{a:?}");
+            }
         }
     }
     verify(&server, &acked).await;

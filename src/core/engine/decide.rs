@@ -179,13 +179,8 @@ impl Engine {
     pub(super) fn decide_similar(&self, time: Millis, norm: &Normalized, vector: &QuantizedVector) -> Decision {
         let s = &self.settings;
         let window = s.story_window;
-        let hits = self.index.search(
-            vector.values(),
-            time.saturating_sub(window),
-            time.saturating_add(window),
-            s.candidates,
-            &|seq| self.vector_of(seq),
-        );
+        let hits =
+            self.index.search(vector.values(), time.saturating_sub(window), time.saturating_add(window), s.candidates);
         let mut candidates: Vec<ScoredCandidate> = Vec::with_capacity(hits.len());
         let mut story_scores: Vec<(StoryId, f32)> = Vec::new();
         for (seq, cos) in hits {
@@ -197,7 +192,7 @@ impl Engine {
             let story_score = match story_scores.iter().find(|(id, _)| *id == story_id) {
                 Some(&(_, score)) => score,
                 None => {
-                    let score = story.mean_similarity(vector);
+                    let score = story.mean_similarity(vector.values());
                     story_scores.push((story_id, score));
                     score
                 }

@@ -53,7 +53,7 @@ impl Engine {
         let k = self.settings.candidates + story.exemplars;
         let mut seen = vec![id];
         let direction = story.direction();
-        for (seq, _) in self.index.search(direction.values(), from, to, k, &|seq| self.vector_of(seq)) {
+        for (seq, _) in self.index.search(direction.values(), from, to, k) {
             let Some(rec) = self.records.get(&seq) else { continue };
             let other = self.resolve(rec.story);
             if seen.contains(&other) {

@@ -52,22 +52,42 @@ const MAX_EXEMPLARS: usize = 24;
 struct Record {
     headline: Headline,
     norm: Normalized,
-    /// Shared by the exact duplicates of one wording.
-    vector: Arc<QuantizedVector>,
+    /// Its vector, shared by the exact duplicates of one wording; `None`
+    /// for an exemplar, whose vector the index keeps.
+    vector: Option<Arc<QuantizedVector>>,
     /// The story it was assigned to (resolve through the redirects).
     story: StoryId,
     kind: MatchKind,
     matched: Option<u64>,
     similarity: f32,
     scores: Scores,
-    /// Whether it is one of its story's exemplars in the index.
-    exemplar: bool,
 }
 
 impl Record {
-    fn member(&self) -> MemberInfo<'_> {
-        MemberInfo { time: self.headline.published, key: self.norm.key, vector: &self.vector, exemplar: self.exemplar }
+    /// Whether it is one of its story's exemplars in the index.
+    fn exemplar(&self) -> bool {
+        self.vector.is_none()
     }
+}
+
+/// A stored headline's vector: its own, or the index's for an exemplar.
+fn vector_in<'a>(records: &'a HashMap<u64, Record>, index: &'a SegmentedIndex, seq: u64) -> Option<&'a [i8]> {
+    let rec = records.get(&seq)?;
+    match &rec.vector {
+        Some(vector) => Some(vector.values()),
+        None => index.vector(seq, rec.headline.published),
+    }
+}
+
+/// What a story needs to know about a stored headline.
+fn member_in<'a>(records: &'a HashMap<u64, Record>, index: &'a SegmentedIndex, seq: u64) -> Option<MemberInfo<'a>> {
+    let rec = records.get(&seq)?;
+    Some(MemberInfo {
+        time: rec.headline.published,
+        key: rec.norm.key,
+        vector: vector_in(records, index, seq)?,
+        exemplar: rec.exemplar(),
+    })
 }
 
 /// One namespace's headlines, stories and index.
@@ -104,7 +124,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// An empty engine.
     pub fn new(settings: Settings, embedder: Arc<dyn Embedder>) -> Self {
-        let index = SegmentedIndex::new(settings.story_window);
+        let index = SegmentedIndex::new(settings.story_window, embedder.dim());
         Self {
             settings,
             embedder,
@@ -181,9 +201,22 @@ impl Engine {
         QuantizedVector::new(&vector)
     }
 
-    /// A stored headline's vector, for the index.
-    fn vector_of(&self, seq: u64) -> Option<Vec<i8>> {
-        self.records.get(&seq).map(|r| r.vector.values().to_vec())
+    /// A stored headline's vector.
+    fn vector(&self, seq: u64) -> Option<&[i8]> {
+        vector_in(&self.records, &self.index, seq)
+    }
+
+    /// A stored headline's vector, to share with an exact duplicate.
+    fn shared_vector(&self, seq: u64) -> Option<Arc<QuantizedVector>> {
+        match &self.records.get(&seq)?.vector {
+            Some(vector) => Some(Arc::clone(vector)),
+            None => self.vector(seq).map(|v| Arc::new(QuantizedVector::from_values(v.into()))),
+        }
+    }
+
+    /// What a story needs to know about a stored headline.
+    fn member(&self, seq: u64) -> Option<MemberInfo<'_>> {
+        member_in(&self.records, &self.index, seq)
     }
 
     fn resolve(&self, mut id: StoryId) -> StoryId {
@@ -204,7 +237,7 @@ impl Engine {
         let norm = normalize(&headline.text, headline.source.as_deref());
         let time = headline.published;
         let exact = self.decide_exact(time, &norm).and_then(|decision| {
-            let vector = decision.matched.and_then(|m| self.records.get(&m)).map(|r| Arc::clone(&r.vector))?;
+            let vector = decision.matched.and_then(|m| self.shared_vector(m))?;
             Some((decision, vector))
         });
         let (decision, vector) = exact.unwrap_or_else(|| {
@@ -221,19 +254,17 @@ impl Engine {
         });
         let exemplar = self.worth_indexing(&decision, story_id, time);
         if exemplar {
-            let records = &self.records;
-            self.index.insert(seq, time, vector.values(), &|s| records.get(&s).map(|r| r.vector.values().to_vec()));
+            self.index.insert(seq, time, vector.values());
         }
         let record = Record {
             headline,
             norm,
-            vector,
+            vector: (!exemplar).then_some(vector),
             story: story_id,
             kind: decision.kind,
             matched: decision.matched,
             similarity: decision.similarity,
             scores: decision.scores,
-            exemplar,
         };
         self.store(seq, record);
         self.changes.added.push(seq);
@@ -241,7 +272,8 @@ impl Engine {
     }
 
     /// Adds a record to every in-memory structure (the engine's own
-    /// additions and reloaded ones alike); its story must exist.
+    /// additions and reloaded ones alike); its story must exist, and so must
+    /// its vector in the index if it is an exemplar.
     fn store(&mut self, seq: u64, record: Record) {
         if record.kind != MatchKind::ExactDuplicate {
             self.terms.add(&record.norm);
@@ -250,10 +282,12 @@ impl Engine {
         self.watermark = self.watermark.max(record.headline.published);
         self.by_time.insert((record.headline.published, seq));
         self.by_id.insert(record.headline.id.clone(), seq);
-        if let Some(story) = self.stories.get_mut(&self.resolve(record.story)) {
-            story.push(seq, record.member());
-        }
+        let story = self.resolve(record.story);
         self.records.insert(seq, record);
+        if let (Some(member), Some(story)) = (member_in(&self.records, &self.index, seq), self.stories.get_mut(&story))
+        {
+            story.push(seq, member);
+        }
     }
 
     /// Whether a new headline becomes one of its story's exemplars: the
@@ -278,11 +312,11 @@ impl Engine {
     /// canonical headline; a story left without members disappears.
     fn rebuild_story(&mut self, id: StoryId) {
         let Some(mut story) = self.stories.remove(&id) else { return };
-        story.rebuild(|seq| self.records.get(&seq).map(Record::member));
+        story.rebuild(|seq| self.member(seq));
         if story.members.is_empty() {
             return;
         }
-        if let Some(canonical) = story.pick_canonical(|seq| self.records.get(&seq).map(Record::member)) {
+        if let Some(canonical) = story.pick_canonical(|seq| self.member(seq)) {
             story.canonical = canonical;
         }
         self.stories.insert(id, story);
@@ -290,7 +324,7 @@ impl Engine {
 
     fn refresh_canonical(&mut self, id: StoryId) {
         let Some(story) = self.stories.get(&id) else { return };
-        let canonical = story.pick_canonical(|seq| self.records.get(&seq).map(Record::member));
+        let canonical = story.pick_canonical(|seq| self.member(seq));
         if let (Some(story), Some(seq)) = (self.stories.get_mut(&id), canonical) {
             story.canonical = seq;
         }

@@ -101,6 +101,7 @@ impl Engine {
             .iter()
             .filter_map(|&seq| {
                 let rec = self.records.get(&seq)?;
+                let vector = QuantizedVector::from_values(self.vector(seq)?.into());
                 Some(PersistedRecord {
                     seq,
                     headline: rec.headline.clone(),
@@ -113,8 +114,8 @@ impl Engine {
                     story_similarity: rec.scores.story,
                     threshold: rec.scores.threshold,
                     note: rec.scores.note.code(),
-                    exemplar: rec.exemplar,
-                    vector: (*rec.vector).clone(),
+                    exemplar: rec.exemplar(),
+                    vector,
                 })
             })
             .collect();
@@ -156,12 +157,12 @@ impl Engine {
             let story = engine.resolve(stored.story);
             engine.stories.entry(story).or_insert_with(|| Story::new(story, dim));
             if stored.exemplar {
-                engine.index.add_unbuilt(stored.seq, stored.headline.published);
+                engine.index.insert(stored.seq, stored.headline.published, stored.vector.values());
             }
             let record = Record {
                 norm: normalize(&stored.headline.text, stored.headline.source.as_deref()),
                 headline: stored.headline,
-                vector: Arc::new(stored.vector),
+                vector: (!stored.exemplar).then(|| Arc::new(stored.vector)),
                 story: stored.story,
                 kind: stored.kind,
                 matched: stored.matched,
@@ -173,7 +174,6 @@ impl Engine {
                     threshold: stored.threshold,
                     note,
                 },
-                exemplar: stored.exemplar,
             };
             engine.store(stored.seq, record);
         }
@@ -194,9 +194,7 @@ impl Engine {
         engine.counters = snapshot.counters.unwrap_or(next);
         let window = engine.settings.story_window;
         let watermark = engine.watermark;
-        engine
-            .index
-            .build(watermark.saturating_sub(window), watermark.saturating_add(window), &|seq| engine.vector_of(seq));
+        engine.index.build(watermark.saturating_sub(window), watermark.saturating_add(window));
         Ok(engine)
     }
 }
