@@ -3,7 +3,7 @@
 //! API layer runs these calls off the async executor.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, mpsc};
 
 use tracing::info;
 
@@ -13,14 +13,14 @@ use crate::core::settings::Settings;
 use crate::core::types::{
     Assignment, Candidate, Headline, ItemError, Stats, StoredHeadline, StoryCursor, StoryId, StoryQuery, StoryView,
 };
-use crate::store::{Store, StoredNamespace};
+use crate::store::{Records, Store, StoredNamespace};
 use crate::telemetry;
 
 /// The namespace used when a request names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Errors of the application layer. The API maps each to a gRPC status.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AppError {
     /// A request field is malformed.
     #[error("{field}: {reason}")]
@@ -126,7 +126,34 @@ pub struct App {
     model: Arc<StaticModel>,
     settings: SettingsBook,
     store: Option<Store>,
-    namespaces: RwLock<HashMap<String, Arc<Mutex<Engine>>>>,
+    namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
+}
+
+type Answers = Vec<Result<Assignment, ItemError>>;
+
+/// One namespace: its engine, and the ingest calls waiting for it.
+///
+/// Ingest calls commit in groups: a call queues its batch, then takes the
+/// engine; if an earlier holder already answered it, it is done, otherwise
+/// it applies every queued batch in queue order, makes them durable in one
+/// transaction and answers them all. Each batch is applied exactly as if
+/// it came alone, but concurrent callers share one commit (one fsync)
+/// instead of waiting for one each.
+struct Namespace {
+    engine: Mutex<Engine>,
+    queue: Mutex<Vec<Queued>>,
+}
+
+/// A batch waiting for the engine, and where its answers go.
+struct Queued {
+    items: Vec<Result<Headline, ItemError>>,
+    reply: mpsc::Sender<Result<Answers, AppError>>,
+}
+
+impl Namespace {
+    fn new(engine: Engine) -> Arc<Self> {
+        Arc::new(Self { engine: Mutex::new(engine), queue: Mutex::new(Vec::new()) })
+    }
 }
 
 impl std::fmt::Debug for App {
@@ -166,19 +193,24 @@ impl App {
     /// vectors do not fit its configured embedder.
     pub fn open(model: Arc<StaticModel>, settings: SettingsBook, store: Store) -> anyhow::Result<Self> {
         let started = std::time::Instant::now();
-        let mut namespaces = HashMap::new();
-        for stored in store.load()? {
+        let loaded = store.load_with(|stored, records| {
             let name = stored.name.clone();
-            let engine = Self::restore(&model, &settings, stored)?;
+            let engine = Self::restore(&model, &settings, stored, records)?;
             let stats = engine.stats();
             info!(namespace = %name, headlines = stats.headlines, stories = stats.stories, "namespace loaded");
-            namespaces.insert(name, Arc::new(Mutex::new(engine)));
-        }
+            anyhow::Ok((name, Namespace::new(engine)))
+        })?;
+        let namespaces: HashMap<_, _> = loaded.into_iter().collect();
         info!(namespaces = namespaces.len(), elapsed_ms = started.elapsed().as_millis() as u64, "state loaded");
         Ok(Self { model, settings, store: Some(store), namespaces: RwLock::new(namespaces) })
     }
 
-    fn restore(model: &Arc<StaticModel>, settings: &SettingsBook, stored: StoredNamespace) -> anyhow::Result<Engine> {
+    fn restore(
+        model: &Arc<StaticModel>,
+        settings: &SettingsBook,
+        stored: StoredNamespace,
+        records: &mut Records<'_>,
+    ) -> anyhow::Result<Engine> {
         let name = &stored.name;
         let configured = settings.get(name).clone();
         let mut previous = Settings::default();
@@ -197,7 +229,7 @@ impl App {
             info!(namespace = %name, settings = ?configured.specs(), "namespace settings changed");
         }
         let embedder = embedder_for(&configured, model);
-        Engine::restore(configured, embedder, stored.snapshot)
+        Engine::restore(configured, embedder, stored.counters, &stored.redirects, records)
             .map_err(|e| anyhow::anyhow!("namespace {name:?}: stored state is inconsistent: {e}"))
     }
 
@@ -223,12 +255,14 @@ impl App {
         metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         let Err(error) = committed else { return Ok(()) };
         tracing::error!(namespace, error = %error, "commit failed; reloading the namespace");
-        let reloaded = store.load().map_err(anyhow::Error::from).and_then(|all| {
-            match all.into_iter().find(|n| n.name == namespace) {
-                Some(stored) => Self::restore(&self.model, &self.settings, stored),
-                None => Ok(self.new_engine(namespace)),
-            }
-        });
+        let reloaded = store
+            .load_with(|stored, records| {
+                if stored.name != namespace {
+                    return Ok(None);
+                }
+                Self::restore(&self.model, &self.settings, stored, records).map(Some)
+            })
+            .map(|engines| engines.into_iter().flatten().next().unwrap_or_else(|| self.new_engine(namespace)));
         match reloaded {
             Ok(fresh) => *engine = fresh,
             Err(e) => return Err(AppError::Internal(format!("commit failed ({error}) and reloading failed ({e:#})"))),
@@ -236,38 +270,49 @@ impl App {
         Err(AppError::Unavailable(error.to_string()))
     }
 
-    fn engine(&self, namespace: &str) -> Result<Arc<Mutex<Engine>>, AppError> {
+    fn engine(&self, namespace: &str) -> Result<Arc<Namespace>, AppError> {
         let map = self.namespaces.read().map_err(poisoned)?;
         map.get(namespace).cloned().ok_or_else(|| AppError::NamespaceNotFound(namespace.to_owned()))
     }
 
-    fn engine_or_create(&self, namespace: &str) -> Result<Arc<Mutex<Engine>>, AppError> {
+    fn engine_or_create(&self, namespace: &str) -> Result<Arc<Namespace>, AppError> {
         if let Ok(engine) = self.engine(namespace) {
             return Ok(engine);
         }
         let mut map = self.namespaces.write().map_err(poisoned)?;
-        let engine =
-            map.entry(namespace.to_owned()).or_insert_with(|| Arc::new(Mutex::new(self.new_engine(namespace))));
+        let engine = map.entry(namespace.to_owned()).or_insert_with(|| Namespace::new(self.new_engine(namespace)));
         Ok(Arc::clone(engine))
     }
 
-    fn lock(engine: &Mutex<Engine>) -> Result<MutexGuard<'_, Engine>, AppError> {
-        engine.lock().map_err(poisoned)
+    fn lock(namespace: &Namespace) -> Result<MutexGuard<'_, Engine>, AppError> {
+        namespace.engine.lock().map_err(poisoned)
     }
 
-    /// Assigns and stores a batch (creating the namespace if needed).
-    pub fn ingest(
-        &self,
-        namespace: &str,
-        items: Vec<Result<Headline, ItemError>>,
-    ) -> Result<Vec<Result<Assignment, ItemError>>, AppError> {
-        let engine = self.engine_or_create(namespace)?;
-        let mut engine = Self::lock(&engine)?;
-        let results = engine.ingest(items);
-        self.commit(namespace, &mut engine)?;
+    /// Assigns and stores a batch (creating the namespace if needed); the
+    /// answers come once the batch is durable, possibly in one commit with
+    /// concurrent batches (see [`Namespace`]).
+    pub fn ingest(&self, namespace: &str, items: Vec<Result<Headline, ItemError>>) -> Result<Answers, AppError> {
+        let ns = self.engine_or_create(namespace)?;
+        let (reply, answer) = mpsc::channel();
+        ns.queue.lock().map_err(poisoned)?.push(Queued { items, reply });
+        let mut engine = Self::lock(&ns)?;
+        if let Ok(answered) = answer.try_recv() {
+            return answered;
+        }
+        let group = std::mem::take(&mut *ns.queue.lock().map_err(poisoned)?);
+        let applied: Vec<_> = group.into_iter().map(|q| (q.reply, engine.ingest(q.items))).collect();
+        let committed = self.commit(namespace, &mut engine);
+        for (reply, answers) in applied {
+            let answered = committed.clone().map(|()| {
+                count_answers(namespace, &answers);
+                answers
+            });
+            // Every caller in the group waits for its answer until it gets
+            // it (this one included), so the send cannot fail.
+            let _ = reply.send(answered);
+        }
         drop(engine);
-        count_answers(namespace, &results);
-        Ok(results)
+        answer.recv().unwrap_or_else(|_| Err(AppError::Internal("the batch was dropped unanswered".into())))
     }
 
     /// The assignment a headline would get; nothing changes. A namespace

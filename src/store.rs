@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::core::engine::{Changes, Counters, PersistedRecord, Snapshot};
+use crate::core::engine::{Changes, Counters, PersistedRecord};
 use crate::core::types::{Headline, MatchKind, StoryId};
 use crate::core::vector::QuantizedVector;
 
@@ -189,16 +189,22 @@ impl RecordMessage {
     }
 }
 
-/// A namespace as loaded from the store.
-#[derive(Debug)]
+/// A namespace as stored, apart from its records.
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredNamespace {
     /// Its name.
     pub name: String,
     /// The settings it was last written with, as `key=value`.
     pub settings: Vec<String>,
-    /// Its state.
-    pub snapshot: Snapshot,
+    /// Its counters.
+    pub counters: Counters,
+    /// Its merge redirects: from, to.
+    pub redirects: Vec<(StoryId, StoryId)>,
 }
+
+/// The records of one namespace, in ascending sequence order, read and
+/// decoded one at a time.
+pub type Records<'a> = dyn Iterator<Item = Result<PersistedRecord, StoreError>> + 'a;
 
 /// The durable store.
 #[derive(Debug)]
@@ -217,10 +223,10 @@ fn damage_explanation(marker: &Path) -> String {
 
 /// Runs a database operation, turning a panic inside the database library
 /// (which it can raise on some damaged files) into an error.
-fn guarded<T>(path: &Path, operation: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+fn guarded<T, E: From<StoreError>>(path: &Path, operation: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(operation)).unwrap_or_else(|payload| {
         let message = panic_message(payload.as_ref()).to_owned();
-        Err(StoreError::Corrupt { path: path.to_owned(), what: "the file".into(), message })
+        Err(StoreError::Corrupt { path: path.to_owned(), what: "the file".into(), message }.into())
     })
 }
 
@@ -290,12 +296,26 @@ impl Store {
         StoreError::Corrupt { path: self.path.clone(), what, message: message.to_string() }
     }
 
-    /// Every namespace with its state.
-    pub fn load(&self) -> Result<Vec<StoredNamespace>, StoreError> {
-        guarded(&self.path, || self.load_unguarded())
+    /// Every namespace with all its records.
+    pub fn load(&self) -> Result<Vec<(StoredNamespace, Vec<PersistedRecord>)>, StoreError> {
+        self.load_with(|namespace, records| Ok((namespace, records.collect::<Result<_, _>>()?)))
     }
 
-    fn load_unguarded(&self) -> Result<Vec<StoredNamespace>, StoreError> {
+    /// Reads every namespace, handing `restore` each one with its records
+    /// as they are decoded (it may leave them unread), and returns what it
+    /// makes of them; the first error, of the store or of `restore`, ends
+    /// the load.
+    pub fn load_with<T, E: From<StoreError>>(
+        &self,
+        restore: impl FnMut(StoredNamespace, &mut Records<'_>) -> Result<T, E>,
+    ) -> Result<Vec<T>, E> {
+        guarded(&self.path, || self.load_unguarded(restore))
+    }
+
+    fn load_unguarded<T, E: From<StoreError>>(
+        &self,
+        mut restore: impl FnMut(StoredNamespace, &mut Records<'_>) -> Result<T, E>,
+    ) -> Result<Vec<T>, E> {
         let txn = self.db.begin_read().map_err(|e| self.error(e))?;
         let namespaces = txn.open_table(NAMESPACES).map_err(|e| self.error(e))?;
         let records = txn.open_table(RECORDS).map_err(|e| self.error(e))?;
@@ -306,22 +326,28 @@ impl Store {
             let name = name.value().to_owned();
             let meta =
                 NamespaceMessage::decode(value.value()).map_err(|e| self.corrupt(format!("namespace {name:?}"), e))?;
-            let mut snapshot = Snapshot {
-                counters: Some(Counters { next_seq: meta.next_seq, next_story: meta.next_story, merges: meta.merges }),
-                ..Snapshot::default()
+            let mut stored = StoredNamespace {
+                counters: Counters { next_seq: meta.next_seq, next_story: meta.next_story, merges: meta.merges },
+                settings: meta.settings,
+                redirects: Vec::new(),
+                name,
             };
-            for entry in records.range((name.as_str(), 0)..=(name.as_str(), u64::MAX)).map_err(|e| self.error(e))? {
-                let (key, value) = entry.map_err(|e| self.error(e))?;
-                let seq = key.value().1;
-                let what = || format!("record {name}/{seq}");
-                let message = RecordMessage::decode(value.value()).map_err(|e| self.corrupt(what(), e))?;
-                snapshot.records.push(message.into_record(seq).map_err(|e| self.corrupt(what(), e))?);
-            }
+            let name = stored.name.clone();
             for entry in redirects.range((name.as_str(), 0)..=(name.as_str(), u64::MAX)).map_err(|e| self.error(e))? {
                 let (key, value) = entry.map_err(|e| self.error(e))?;
-                snapshot.redirects.push((StoryId(key.value().1), StoryId(value.value())));
+                stored.redirects.push((StoryId(key.value().1), StoryId(value.value())));
             }
-            loaded.push(StoredNamespace { name, settings: meta.settings, snapshot });
+            let mut decoded = records
+                .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
+                .map_err(|e| self.error(e))?
+                .map(|entry| {
+                    let (key, value) = entry.map_err(|e| self.error(e))?;
+                    let seq = key.value().1;
+                    let what = || format!("record {name}/{seq}");
+                    let message = RecordMessage::decode(value.value()).map_err(|e| self.corrupt(what(), e))?;
+                    message.into_record(seq).map_err(|e| self.corrupt(what(), e))
+                });
+            loaded.push(restore(stored, &mut decoded)?);
         }
         Ok(loaded)
     }
@@ -408,11 +434,11 @@ mod tests {
         drop(store);
         let loaded = Store::open(dir.path()).expect("reopen").load().expect("load");
         assert_eq!(loaded.len(), 1);
-        let ns = &loaded[0];
+        let (ns, records) = &loaded[0];
         assert_eq!(ns.name, "default");
-        assert_eq!(ns.snapshot.records, vec![record(0), record(2)]);
-        assert_eq!(ns.snapshot.redirects, vec![(StoryId(3), StoryId(1))]);
-        assert_eq!(ns.snapshot.counters, Some(changes.counters));
+        assert_eq!(records, &vec![record(0), record(2)]);
+        assert_eq!(ns.redirects, vec![(StoryId(3), StoryId(1))]);
+        assert_eq!(ns.counters, changes.counters);
     }
 
     #[test]

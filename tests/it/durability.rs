@@ -300,7 +300,7 @@ fn damaged_data_directories_are_refused_with_a_clear_error() {
     let file = dir.path().join(DB_FILE);
     let original = std::fs::read(&file).expect("read");
     let intact = Store::open(dir.path()).expect("open").load().expect("load");
-    assert_eq!(intact[0].snapshot.records.len(), 200);
+    assert_eq!(intact[0].1.len(), 200);
 
     // The binary refuses to start, with one line naming the file.
     let damages: [(&str, Vec<u8>); 4] = [
@@ -334,7 +334,7 @@ fn damaged_data_directories_are_refused_with_a_clear_error() {
         match Store::open(dir.path()).and_then(|store| store.load()) {
             Ok(loaded) => {
                 assert_eq!(loaded.len(), 1, "offset {offset}");
-                assert_eq!(loaded[0].snapshot.records, intact[0].snapshot.records, "offset {offset}: data altered");
+                assert_eq!(loaded[0], intact[0], "offset {offset}: data altered");
             }
             Err(e) => {
                 assert!(e.to_string().contains(DB_FILE), "offset {offset}: {e}");

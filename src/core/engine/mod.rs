@@ -30,7 +30,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use persist::Journal;
-pub use persist::{Changes, Counters, PersistedRecord, Snapshot};
+pub use persist::{Changes, Counters, PersistedRecord};
 
 use super::embed::{Embedder, TermStats};
 use super::index::SegmentedIndex;

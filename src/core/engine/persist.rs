@@ -81,17 +81,6 @@ pub(super) struct Journal {
     pub(super) redirects: Vec<(StoryId, StoryId)>,
 }
 
-/// Everything needed to rebuild an engine.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// The stored headlines.
-    pub records: Vec<PersistedRecord>,
-    /// Every merge redirect: from, to.
-    pub redirects: Vec<(StoryId, StoryId)>,
-    /// The counters.
-    pub counters: Option<Counters>,
-}
-
 impl Engine {
     /// The changes since the last call, as data to persist.
     pub fn take_changes(&mut self) -> Changes {
@@ -132,52 +121,29 @@ impl Engine {
         !self.changes.added.is_empty() || !self.changes.removed.is_empty() || !self.changes.redirects.is_empty()
     }
 
-    /// Rebuilds an engine from a snapshot. Fails if a stored vector does
-    /// not fit the embedder or a record is inconsistent.
-    pub fn restore(settings: Settings, embedder: Arc<dyn Embedder>, mut snapshot: Snapshot) -> Result<Self, String> {
+    /// Rebuilds an engine from its stored state: the counters and merge
+    /// redirects, then the records in ascending sequence order, taken one
+    /// at a time so that the stored state is never in memory twice. Fails
+    /// on the first record that cannot be read, a stored vector that does
+    /// not fit the embedder, or a record that is inconsistent.
+    pub fn restore<E: std::fmt::Display>(
+        settings: Settings,
+        embedder: Arc<dyn Embedder>,
+        counters: Counters,
+        redirects: &[(StoryId, StoryId)],
+        records: impl IntoIterator<Item = Result<PersistedRecord, E>>,
+    ) -> Result<Self, String> {
         let dim = embedder.dim();
         let mut engine = Self::new(settings, embedder);
-        for &(from, to) in &snapshot.redirects {
+        for &(from, to) in redirects {
             engine.redirects.insert(from, to);
         }
-        snapshot.records.sort_by_key(|r| r.seq);
-        let mut next = Counters::default();
-        for stored in snapshot.records {
-            if stored.vector.dim() != dim {
-                return Err(format!(
-                    "headline {:?} has a vector of dimension {}, the embedder makes {dim}",
-                    stored.headline.id,
-                    stored.vector.dim()
-                ));
-            }
-            let note = Note::from_code(stored.note)
-                .ok_or_else(|| format!("headline {:?} has an unknown note code {}", stored.headline.id, stored.note))?;
-            next.next_seq = next.next_seq.max(stored.seq + 1);
-            next.next_story = next.next_story.max(stored.story.0 + 1);
-            let story = engine.resolve(stored.story);
-            engine.stories.entry(story).or_insert_with(|| Story::new(story, dim));
-            if stored.exemplar {
-                engine.index.insert(stored.seq, stored.headline.published, stored.vector.values());
-            }
-            let record = Record {
-                norm: normalize(&stored.headline.text, stored.headline.source.as_deref()),
-                headline: stored.headline,
-                vector: (!stored.exemplar).then(|| Arc::new(stored.vector)),
-                story: stored.story,
-                kind: stored.kind,
-                matched: stored.matched,
-                similarity: stored.similarity,
-                scores: Scores {
-                    vector: stored.vector_similarity,
-                    string: stored.string_similarity,
-                    story: stored.story_similarity,
-                    threshold: stored.threshold,
-                    note,
-                },
-            };
-            engine.store(stored.seq, record);
+        let mut next = counters;
+        for stored in records {
+            let stored = stored.map_err(|e| e.to_string())?;
+            engine.restore_record(stored, dim, &mut next)?;
         }
-        for &(from, _) in &snapshot.redirects {
+        for &(from, _) in redirects {
             let survivor = engine.resolve(from);
             if let Some(story) = engine.stories.get_mut(&survivor) {
                 story.merged.push(from);
@@ -191,10 +157,53 @@ impl Engine {
             }
             engine.refresh_canonical(id);
         }
-        engine.counters = snapshot.counters.unwrap_or(next);
+        engine.counters = next;
         let window = engine.settings.story_window;
         let watermark = engine.watermark;
         engine.index.build(watermark.saturating_sub(window), watermark.saturating_add(window));
         Ok(engine)
+    }
+
+    /// Adds one stored record while restoring; `next` grows past its
+    /// sequence and story numbers.
+    fn restore_record(&mut self, stored: PersistedRecord, dim: usize, next: &mut Counters) -> Result<(), String> {
+        let id = &stored.headline.id;
+        if stored.vector.dim() != dim {
+            return Err(format!(
+                "headline {id:?} has a vector of dimension {}, the embedder makes {dim}",
+                stored.vector.dim()
+            ));
+        }
+        if self.counters.next_seq > stored.seq {
+            return Err(format!("headline {id:?} is out of sequence order ({})", stored.seq));
+        }
+        let note = Note::from_code(stored.note)
+            .ok_or_else(|| format!("headline {id:?} has an unknown note code {}", stored.note))?;
+        self.counters.next_seq = stored.seq + 1;
+        next.next_seq = next.next_seq.max(stored.seq + 1);
+        next.next_story = next.next_story.max(stored.story.0 + 1);
+        let story = self.resolve(stored.story);
+        self.stories.entry(story).or_insert_with(|| Story::new(story, dim));
+        if stored.exemplar {
+            self.index.insert(stored.seq, stored.headline.published, stored.vector.values());
+        }
+        let record = Record {
+            norm: normalize(&stored.headline.text, stored.headline.source.as_deref()),
+            headline: stored.headline,
+            vector: (!stored.exemplar).then(|| Arc::new(stored.vector)),
+            story: stored.story,
+            kind: stored.kind,
+            matched: stored.matched,
+            similarity: stored.similarity,
+            scores: Scores {
+                vector: stored.vector_similarity,
+                string: stored.string_similarity,
+                story: stored.story_similarity,
+                threshold: stored.threshold,
+                note,
+            },
+        };
+        self.store(stored.seq, record);
+        Ok(())
     }
 }
