@@ -12,13 +12,14 @@
 //! points in the same order, so the segment answers as it did before
 //! (hnsw_rs seeds its level generator).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use hnsw_rs::prelude::{Distance, Hnsw};
 
 use super::types::Millis;
-use super::vector::cosine_i8;
+use super::vector::{cosine_i8, cosines_i8};
 
 /// Graph degree (hnsw_rs `max_nb_connection`).
 const MAX_CONNECTIONS: usize = 16;
@@ -102,7 +103,8 @@ impl Segment {
         self.vectors.get(row * dim..(row + 1) * dim)
     }
 
-    /// The `k` best (id, cosine) of this segment, in no particular order.
+    /// The `k` best (id, cosine) of this segment, in no particular order;
+    /// `query` has `dim` values.
     fn search(&self, query: &[i8], k: usize, dim: usize) -> Vec<(u64, f32)> {
         if !self.is_scanned() {
             return self
@@ -112,7 +114,8 @@ impl Segment {
                 .map(|n| (n.d_id as u64, 1.0 - n.distance))
                 .collect();
         }
-        let mut scored: Vec<(u64, f32)> = self.rows(dim).map(|(id, v)| (id, cosine_i8(query, v).min(1.0))).collect();
+        let cosines = cosines_i8(query, &self.vectors);
+        let mut scored: Vec<(u64, f32)> = self.ids.iter().zip(cosines).map(|(&id, cos)| (id, cos.min(1.0))).collect();
         if scored.len() > k {
             scored.select_nth_unstable_by(k, best_first);
             scored.truncate(k);
@@ -156,19 +159,24 @@ impl SegmentedIndex {
         time.div_euclid(self.bucket_ms) * self.bucket_ms
     }
 
+    /// A vector cut or padded with zeros to the index's dimension.
+    fn fitted<'v>(&self, vector: &'v [i8]) -> Cow<'v, [i8]> {
+        if vector.len() == self.dim {
+            Cow::Borrowed(vector)
+        } else {
+            let mut fitted = vector.to_vec();
+            fitted.resize(self.dim, 0);
+            Cow::Owned(fitted)
+        }
+    }
+
     /// Adds point `id`, above every id inserted before, with quantized unit
     /// vector `vector` at event time `time`. A vector of another dimension
     /// is cut or padded with zeros to the index's.
     pub fn insert(&mut self, id: u64, time: Millis, vector: &[i8]) {
+        let vector = self.fitted(vector);
         let (bucket, dim) = (self.bucket(time), self.dim);
-        let segment = self.segments.entry(bucket).or_default();
-        if vector.len() == dim {
-            segment.push(id, vector, dim);
-        } else {
-            let mut fitted = vector.to_vec();
-            fitted.resize(dim, 0);
-            segment.push(id, &fitted, dim);
-        }
+        self.segments.entry(bucket).or_default().push(id, &vector, dim);
     }
 
     /// The vector of point `id`, inserted at event time `time`.
@@ -189,8 +197,11 @@ impl SegmentedIndex {
     }
 
     /// The `k` nearest points to `vector` with event times in the buckets
-    /// that overlap `[from, to]`, as (id, cosine), best first.
+    /// that overlap `[from, to]`, as (id, cosine), best first. A vector of
+    /// another dimension is cut or padded with zeros to the index's.
     pub fn search(&self, vector: &[i8], from: Millis, to: Millis, k: usize) -> Vec<(u64, f32)> {
+        let vector = self.fitted(vector);
+        let vector = vector.as_ref();
         let mut found: Vec<(u64, f32)> =
             self.overlapping(from, to).flat_map(|segment| segment.search(vector, k, self.dim)).collect();
         found.sort_by(best_first);
