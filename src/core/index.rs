@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use hnsw_rs::prelude::{Distance, Hnsw};
 
 use super::types::Millis;
-use super::vector::{cosine_i8, cosines_i8};
+use super::vector::{cosine_i8, cosine_of_dot, dots_i8};
 
 /// Graph degree (hnsw_rs `max_nb_connection`).
 const MAX_CONNECTIONS: usize = 16;
@@ -103,8 +103,8 @@ impl Segment {
         self.vectors.get(row * dim..(row + 1) * dim)
     }
 
-    /// The `k` best (id, cosine) of this segment, in no particular order;
-    /// `query` has `dim` values.
+    /// The `k` best (id, cosine) of this segment, and any tied with the
+    /// k-th, in no particular order; `query` has `dim` values.
     fn search(&self, query: &[i8], k: usize, dim: usize) -> Vec<(u64, f32)> {
         if !self.is_scanned() {
             return self
@@ -114,13 +114,22 @@ impl Segment {
                 .map(|n| (n.d_id as u64, 1.0 - n.distance))
                 .collect();
         }
-        let cosines = cosines_i8(query, &self.vectors);
-        let mut scored: Vec<(u64, f32)> = self.ids.iter().zip(cosines).map(|(&id, cos)| (id, cos.min(1.0))).collect();
-        if scored.len() > k {
-            scored.select_nth_unstable_by(k, best_first);
-            scored.truncate(k);
-        }
-        scored
+        // The k-th best dot product is found among plain integers; every
+        // point that reaches it is returned, ties included.
+        let dots = dots_i8(query, &self.vectors);
+        let Some(nth) = k.checked_sub(1) else { return Vec::new() };
+        let floor = if dots.len() > k {
+            let mut ranked = dots.clone();
+            *ranked.select_nth_unstable_by(nth, |a, b| b.cmp(a)).1
+        } else {
+            i32::MIN
+        };
+        self.ids
+            .iter()
+            .zip(dots)
+            .filter(|&(_, dot)| dot >= floor)
+            .map(|(&id, dot)| (id, cosine_of_dot(dot).min(1.0)))
+            .collect()
     }
 }
 

@@ -45,7 +45,12 @@ impl QuantizedVector {
 
 /// The cosine of two quantized unit vectors given as values.
 pub fn cosine_i8(a: &[i8], b: &[i8]) -> f32 {
-    dot_i8(a, b) as f32 / SCALE_SQUARED
+    cosine_of_dot(dot_i8(a, b))
+}
+
+/// The cosine of two quantized unit vectors, given their dot product.
+pub fn cosine_of_dot(dot: i32) -> f32 {
+    dot as f32 / SCALE_SQUARED
 }
 
 /// The integer dot product of two int8 vectors (over the shorter length).
@@ -57,16 +62,16 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     (KERNELS.dot)(a, b)
 }
 
-/// The cosines of `query` with each row of `rows`: consecutive vectors of
-/// `query.len()` values (a partial last row is ignored), in order. The
-/// same numbers as [`cosine_i8`] row by row, computed several rows at a
-/// time.
-pub fn cosines_i8(query: &[i8], rows: &[i8]) -> Vec<f32> {
+/// The dot products of `query` with each row of `rows`: consecutive
+/// vectors of `query.len()` values (a partial last row is ignored), in
+/// order. The same numbers as [`dot_i8`] row by row, computed several rows
+/// at a time.
+pub fn dots_i8(query: &[i8], rows: &[i8]) -> Vec<i32> {
     let mut dots = Vec::with_capacity(rows.len() / query.len().max(1));
     if !query.is_empty() {
         (KERNELS.rows)(query, rows, &mut dots);
     }
-    dots.into_iter().map(|d| d as f32 / SCALE_SQUARED).collect()
+    dots
 }
 
 /// One implementation of the products.
@@ -382,8 +387,8 @@ mod tests {
             }
         }
         assert_eq!(dot_i8(&[1, -2, 3], &[4, 5, -6]), -24);
-        assert_eq!(cosines_i8(&[127, 0], &[127, 0, 0, 127, 1]), vec![1.0, 0.0]);
-        assert!(cosines_i8(&[], &[1, 2]).is_empty());
+        assert_eq!(dots_i8(&[127, 0], &[127, 0, 0, 127, 1]), vec![127 * 127, 0]);
+        assert!(dots_i8(&[], &[1, 2]).is_empty());
     }
 
     #[test]

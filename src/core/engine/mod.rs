@@ -101,6 +101,9 @@ pub struct Engine {
     /// Exact key → the newest stored headline with that wording that is not
     /// itself an exact duplicate.
     exact: HashMap<u64, u64>,
+    /// Exact key → the older headlines of that wording that are not exact
+    /// duplicates themselves, ascending; only for the keys that have any.
+    shadowed: HashMap<u64, Vec<u64>>,
     stories: HashMap<StoryId, Story>,
     redirects: HashMap<StoryId, StoryId>,
     index: SegmentedIndex,
@@ -133,6 +136,7 @@ impl Engine {
             by_id: HashMap::new(),
             by_time: BTreeSet::new(),
             exact: HashMap::new(),
+            shadowed: HashMap::new(),
             stories: HashMap::new(),
             redirects: HashMap::new(),
             index,
@@ -277,7 +281,9 @@ impl Engine {
     fn store(&mut self, seq: u64, record: Record) {
         if record.kind != MatchKind::ExactDuplicate {
             self.terms.add(&record.norm);
-            self.exact.insert(record.norm.key, seq);
+            if let Some(older) = self.exact.insert(record.norm.key, seq) {
+                self.shadowed.entry(record.norm.key).or_default().push(older);
+            }
         }
         self.watermark = self.watermark.max(record.headline.published);
         self.by_time.insert((record.headline.published, seq));
@@ -357,7 +363,6 @@ impl Engine {
 
     fn remove(&mut self, seqs: &[u64]) -> usize {
         let mut touched = BTreeSet::new();
-        let mut keys = Vec::new();
         let mut removed = 0;
         for &seq in seqs {
             let Some(rec) = self.records.remove(&seq) else { continue };
@@ -366,33 +371,74 @@ impl Engine {
             self.by_time.remove(&(rec.headline.published, seq));
             if rec.kind != MatchKind::ExactDuplicate {
                 self.terms.remove(&rec.norm);
-            }
-            if self.exact.get(&rec.norm.key) == Some(&seq) {
-                self.exact.remove(&rec.norm.key);
-                keys.push(rec.norm.key);
+                self.forget_wording(rec.norm.key, seq);
             }
             touched.insert(self.resolve(rec.story));
             self.changes.removed.push((seq, rec.headline.published));
         }
-        self.reindex_exact(&keys);
         for id in touched {
             self.rebuild_story(id);
         }
         removed
     }
 
-    /// Points the exact map of `keys` at the newest remaining headline of
-    /// each wording, as if the removed ones had never been stored.
-    fn reindex_exact(&mut self, keys: &[u64]) {
-        if keys.is_empty() {
-            return;
+    /// Forgets headline `seq` as a holder of wording `key`: the exact map
+    /// falls back to the newest older holder, as if `seq` had never been
+    /// stored.
+    fn forget_wording(&mut self, key: u64, seq: u64) {
+        let older = self.shadowed.get_mut(&key);
+        if self.exact.get(&key) == Some(&seq) {
+            match older.and_then(Vec::pop) {
+                Some(previous) => self.exact.insert(key, previous),
+                None => self.exact.remove(&key),
+            };
+        } else if let Some(older) = older {
+            older.retain(|&s| s != seq);
         }
-        let wanted: BTreeSet<u64> = keys.iter().copied().collect();
-        for (&seq, rec) in &self.records {
-            if rec.kind != MatchKind::ExactDuplicate && wanted.contains(&rec.norm.key) {
-                let entry = self.exact.entry(rec.norm.key).or_insert(seq);
-                *entry = (*entry).max(seq);
-            }
+        if self.shadowed.get(&key).is_some_and(Vec::is_empty) {
+            self.shadowed.remove(&key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::embed::{StaticModel, embedder_for};
+    use crate::core::types::DAY_MS;
+
+    fn engine() -> Engine {
+        let settings = Settings { retention: None, ..Settings::default() };
+        let model = Arc::new(StaticModel::bundled().expect("model"));
+        let embedder = embedder_for(&settings, &model);
+        Engine::new(settings, embedder)
+    }
+
+    fn headline(id: &str, published: Millis) -> Result<Headline, ItemError> {
+        let text = "Apple unveils a larger iPhone with a curved screen".to_owned();
+        Ok(Headline { id: id.into(), text, source: None, url: None, published })
+    }
+
+    fn answer(engine: &mut Engine, id: &str, published: Millis) -> (MatchKind, Option<String>) {
+        let mut answers = engine.ingest(vec![headline(id, published)]);
+        let assignment = answers.pop().and_then(Result::ok).expect("assignment");
+        (assignment.kind, assignment.matched_headline_id)
+    }
+
+    #[test]
+    fn a_deleted_wording_falls_back_to_its_previous_holder() {
+        let mut engine = engine();
+        // Ten days apart, each copy is a new story of its own.
+        for (id, day) in [("a", 0), ("b", 10), ("c", 20)] {
+            assert_eq!(answer(&mut engine, id, day * DAY_MS).0, MatchKind::NewStory, "{id}");
+        }
+        assert_eq!(answer(&mut engine, "c2", 20 * DAY_MS + 1).1.as_deref(), Some("c"));
+        for (gone, id, day, holder) in [("c", "b2", 10, "b"), ("b", "a2", 0, "a")] {
+            assert_eq!(engine.delete(&[gone.to_owned()]).0, 1);
+            let (kind, matched) = answer(&mut engine, id, day * DAY_MS + 1);
+            assert_eq!((kind, matched.as_deref()), (MatchKind::ExactDuplicate, Some(holder)), "{id}");
+        }
+        engine.delete(&["a".to_owned()]);
+        assert_ne!(answer(&mut engine, "a3", 2).0, MatchKind::ExactDuplicate);
     }
 }
