@@ -22,6 +22,7 @@
 //!   the same input gives the same stories before and after a reload.
 
 mod decide;
+mod ids;
 mod merge;
 mod persist;
 mod query;
@@ -29,6 +30,7 @@ mod query;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use ids::IdIndex;
 use persist::Journal;
 pub use persist::{Changes, Counters, PersistedRecord};
 
@@ -96,7 +98,7 @@ pub struct Engine {
     embedder: Arc<dyn Embedder>,
     terms: TermStats,
     records: HashMap<u64, Record>,
-    by_id: HashMap<String, u64>,
+    by_id: IdIndex,
     by_time: BTreeSet<(Millis, u64)>,
     /// Exact key → the newest stored headline with that wording that is not
     /// itself an exact duplicate.
@@ -133,7 +135,7 @@ impl Engine {
             embedder,
             terms: TermStats::default(),
             records: HashMap::new(),
-            by_id: HashMap::new(),
+            by_id: IdIndex::default(),
             by_time: BTreeSet::new(),
             exact: HashMap::new(),
             shadowed: HashMap::new(),
@@ -165,8 +167,8 @@ impl Engine {
         let mut touched = BTreeSet::new();
         for &i in &order {
             let Ok(headline) = &items[i] else { continue };
-            outcome[i] = Some(match self.by_id.get(&headline.id) {
-                Some(&seq) if self.records[&seq].headline.text == headline.text => Ok((seq, true)),
+            outcome[i] = Some(match self.by_id.get(&headline.id, &self.records) {
+                Some(seq) if self.records[&seq].headline.text == headline.text => Ok((seq, true)),
                 Some(_) => Err(ItemError::conflict(&headline.id)),
                 None if cutoff.is_some_and(|c| headline.published < c) => Err(ItemError::invalid(
                     "published_time",
@@ -287,9 +289,9 @@ impl Engine {
         }
         self.watermark = self.watermark.max(record.headline.published);
         self.by_time.insert((record.headline.published, seq));
-        self.by_id.insert(record.headline.id.clone(), seq);
         let story = self.resolve(record.story);
         self.records.insert(seq, record);
+        self.by_id.insert(seq, &self.records);
         if let (Some(member), Some(story)) = (member_in(&self.records, &self.index, seq), self.stories.get_mut(&story))
         {
             story.push(seq, member);
@@ -342,8 +344,8 @@ impl Engine {
         let mut seqs = Vec::new();
         let mut missing = Vec::new();
         for id in ids {
-            match self.by_id.get(id) {
-                Some(&seq) => seqs.push(seq),
+            match self.by_id.get(id, &self.records) {
+                Some(seq) => seqs.push(seq),
                 None => missing.push(id.clone()),
             }
         }
@@ -367,7 +369,7 @@ impl Engine {
         for &seq in seqs {
             let Some(rec) = self.records.remove(&seq) else { continue };
             removed += 1;
-            self.by_id.remove(&rec.headline.id);
+            self.by_id.remove(&rec.headline.id, seq);
             self.by_time.remove(&(rec.headline.published, seq));
             if rec.kind != MatchKind::ExactDuplicate {
                 self.terms.remove(&rec.norm);

@@ -36,7 +36,7 @@ impl Engine {
 
     /// A stored headline and its assignment.
     pub fn headline(&self, id: &str) -> Option<StoredHeadline> {
-        self.by_id.get(id).and_then(|seq| self.stored(*seq))
+        self.by_id.get(id, &self.records).and_then(|seq| self.stored(seq))
     }
 
     fn stored(&self, seq: u64) -> Option<StoredHeadline> {
