@@ -74,7 +74,7 @@ impl Default for Settings {
         Self {
             embedder: EmbedderKind::Mixed,
             semantic_weight: 0.5,
-            lexical_dim: 512,
+            lexical_dim: 384,
             idf_power: 0.0,
             near_vector_threshold: 0.9,
             near_string_threshold: 0.8,

@@ -241,7 +241,7 @@ fn retention_keeps_memory_and_disk_bounded_over_many_windows() {
     let app = App::open(model(), settings, Store::open(dir.path()).expect("store")).expect("open");
     let file_size = || std::fs::metadata(dir.path().join(DB_FILE)).expect("db file").len();
     let mut sizes = Vec::new();
-    for day in 0..10i64 {
+    for day in 0..24i64 {
         let prefix = format!("d{day}-");
         let items: Vec<_> = rows.iter().map(|r| Ok(core_headline(r, &prefix, day * DAY_MS))).collect();
         for chunk in items.chunks(128) {
@@ -253,10 +253,14 @@ fn retention_keeps_memory_and_disk_bounded_over_many_windows() {
         sizes.push(file_size());
     }
     assert!(app.headline("default", &format!("d0-{}", rows[0].id)).is_err(), "old headlines are gone");
-    assert!(app.headline("default", &format!("d9-{}", rows[0].id)).is_ok());
-    let settled = sizes[3];
+    assert!(app.headline("default", &format!("d23-{}", rows[0].id)).is_ok());
+    // The database file grows in steps (redb doubles its regions): by the
+    // middle of the run it has taken the steps two days of headlines need,
+    // and with retention it takes none after that. Kept forever, 24 days
+    // would take at least one more.
+    let settled = sizes[..sizes.len() / 2].iter().copied().max().unwrap_or_default();
     let last = *sizes.last().expect("sizes");
-    assert!(last <= settled + settled / 2, "the data file keeps growing: {sizes:?}");
+    assert!(last <= settled, "the data file keeps growing: {sizes:?}");
     drop(app);
     let reopened = App::open(model(), SettingsBook::default(), Store::open(dir.path()).expect("store")).expect("open");
     let stats = reopened.stats(Some("default")).expect("stats")[0].1.clone();
