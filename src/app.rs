@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, mpsc};
 
+use tokio::sync::oneshot;
 use tracing::info;
 
 use crate::core::embed::{StaticModel, embedder_for};
@@ -129,30 +130,80 @@ pub struct App {
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
 }
 
-type Answers = Vec<Result<Assignment, ItemError>>;
+/// The answers to one ingest batch, in its order.
+pub type Answers = Vec<Result<Assignment, ItemError>>;
 
-/// One namespace: its engine, and the ingest calls waiting for it.
+/// One namespace: its engine, and the ingest batches waiting for it.
 ///
-/// Ingest calls commit in groups: a call queues its batch, then takes the
-/// engine; if an earlier holder already answered it, it is done, otherwise
-/// it applies every queued batch in queue order, makes them durable in one
-/// transaction and answers them all. Each batch is applied exactly as if
-/// it came alone, but concurrent callers share one commit (one fsync)
-/// instead of waiting for one each.
+/// Ingest batches commit in groups: a call queues its batch, and if nobody
+/// is draining the queue it becomes the drainer (see [`App::drain`]), which
+/// applies every queued batch in queue order, makes them durable in one
+/// transaction, answers them all, and goes on while batches keep coming.
+/// Each batch is applied exactly as if it came alone, but concurrent
+/// callers share one commit (one fsync) instead of waiting for one each,
+/// and a caller whose batch someone else drains just waits for its answer.
 struct Namespace {
     engine: Mutex<Engine>,
-    queue: Mutex<Vec<Queued>>,
+    pending: Mutex<Pending>,
+}
+
+/// The batches waiting for a namespace's engine.
+#[derive(Default)]
+struct Pending {
+    batches: Vec<Queued>,
+    /// Somebody is draining `batches`.
+    draining: bool,
 }
 
 /// A batch waiting for the engine, and where its answers go.
 struct Queued {
     items: Vec<Result<Headline, ItemError>>,
-    reply: mpsc::Sender<Result<Answers, AppError>>,
+    reply: Reply,
+}
+
+/// Where a queued batch's answers go: a thread or a task waits for them.
+enum Reply {
+    Blocking(mpsc::Sender<Result<Answers, AppError>>),
+    Async(oneshot::Sender<Result<Answers, AppError>>),
+}
+
+impl Reply {
+    /// Every caller waits for its answer until it gets it, unless it went
+    /// away (a cancelled call), so a failed send needs no handling.
+    fn send(self, answer: Result<Answers, AppError>) {
+        let _ = match self {
+            Self::Blocking(tx) => tx.send(answer).map_err(drop),
+            Self::Async(tx) => tx.send(answer).map_err(drop),
+        };
+    }
+}
+
+/// A queue of ingest batches that the caller must drain with
+/// [`App::drain`] because nobody else is.
+pub struct Drain {
+    name: String,
+    namespace: Arc<Namespace>,
+}
+
+/// An ingest batch queued by [`App::submit`].
+pub struct Submitted {
+    /// The batch's answers, once it is durable.
+    pub answer: oneshot::Receiver<Result<Answers, AppError>>,
+    /// Set when the caller must run [`App::drain`] with it (off the async
+    /// executor) for the answer to come.
+    pub drain: Option<Drain>,
 }
 
 impl Namespace {
     fn new(engine: Engine) -> Arc<Self> {
-        Arc::new(Self { engine: Mutex::new(engine), queue: Mutex::new(Vec::new()) })
+        Arc::new(Self { engine: Mutex::new(engine), pending: Mutex::new(Pending::default()) })
+    }
+
+    /// Queues a batch; true if the caller must drain the queue.
+    fn enqueue(&self, items: Vec<Result<Headline, ItemError>>, reply: Reply) -> Result<bool, AppError> {
+        let mut pending = self.pending.lock().map_err(poisoned)?;
+        pending.batches.push(Queued { items, reply });
+        Ok(!std::mem::replace(&mut pending.draining, true))
     }
 }
 
@@ -290,29 +341,59 @@ impl App {
 
     /// Assigns and stores a batch (creating the namespace if needed); the
     /// answers come once the batch is durable, possibly in one commit with
-    /// concurrent batches (see [`Namespace`]).
+    /// concurrent batches (see [`Namespace`]). Blocks until then.
     pub fn ingest(&self, namespace: &str, items: Vec<Result<Headline, ItemError>>) -> Result<Answers, AppError> {
         let ns = self.engine_or_create(namespace)?;
         let (reply, answer) = mpsc::channel();
-        ns.queue.lock().map_err(poisoned)?.push(Queued { items, reply });
-        let mut engine = Self::lock(&ns)?;
-        if let Ok(answered) = answer.try_recv() {
-            return answered;
+        if ns.enqueue(items, Reply::Blocking(reply))? {
+            self.drain(Drain { name: namespace.to_owned(), namespace: ns });
         }
-        let group = std::mem::take(&mut *ns.queue.lock().map_err(poisoned)?);
-        let applied: Vec<_> = group.into_iter().map(|q| (q.reply, engine.ingest(q.items))).collect();
-        let committed = self.commit(namespace, &mut engine);
-        for (reply, answers) in applied {
-            let answered = committed.clone().map(|()| {
-                count_answers(namespace, &answers);
-                answers
-            });
-            // Every caller in the group waits for its answer until it gets
-            // it (this one included), so the send cannot fail.
-            let _ = reply.send(answered);
-        }
-        drop(engine);
         answer.recv().unwrap_or_else(|_| Err(AppError::Internal("the batch was dropped unanswered".into())))
+    }
+
+    /// Queues a batch for [`App::ingest`]'s work without waiting: the
+    /// answer comes on [`Submitted::answer`], once somebody has drained the
+    /// queue (the caller itself when [`Submitted::drain`] is set).
+    pub fn submit(&self, namespace: &str, items: Vec<Result<Headline, ItemError>>) -> Result<Submitted, AppError> {
+        let ns = self.engine_or_create(namespace)?;
+        let (reply, answer) = oneshot::channel();
+        let drain =
+            ns.enqueue(items, Reply::Async(reply))?.then(|| Drain { name: namespace.to_owned(), namespace: ns });
+        Ok(Submitted { answer, drain })
+    }
+
+    /// Applies, commits and answers queued ingest batches, a group at a
+    /// time, until the queue is empty.
+    pub fn drain(&self, work: Drain) {
+        let Drain { name, namespace } = work;
+        loop {
+            let group = match namespace.pending.lock() {
+                Ok(mut pending) if pending.batches.is_empty() => {
+                    pending.draining = false;
+                    return;
+                }
+                Ok(mut pending) => std::mem::take(&mut pending.batches),
+                // Only a panic poisons the queue; the waiting callers are
+                // answered by their replies being dropped.
+                Err(_) => return,
+            };
+            let mut engine = match Self::lock(&namespace) {
+                Ok(engine) => engine,
+                Err(e) => {
+                    group.into_iter().for_each(|q| q.reply.send(Err(e.clone())));
+                    continue;
+                }
+            };
+            let applied: Vec<_> = group.into_iter().map(|q| (q.reply, engine.ingest(q.items))).collect();
+            let committed = self.commit(&name, &mut engine);
+            drop(engine);
+            for (reply, answers) in applied {
+                reply.send(committed.clone().map(|()| {
+                    count_answers(&name, &answers);
+                    answers
+                }));
+            }
+        }
     }
 
     /// The assignment a headline would get; nothing changes. A namespace

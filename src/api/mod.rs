@@ -8,7 +8,7 @@ mod page_token;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -76,22 +76,26 @@ impl From<AppError> for Status {
 }
 
 impl DedupApi {
-    /// Runs application work on the blocking pool if the server has room
-    /// for it: at most `max_pending` calls wait or run at once, and the
-    /// call that would exceed that is refused at once with
-    /// RESOURCE_EXHAUSTED. If the caller goes away (deadline, cancellation)
-    /// admitted work still completes, so a batch is applied whole or not at
-    /// all.
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
-    ) -> Result<T, Status> {
-        let permit = Arc::clone(&self.admission).try_acquire_owned().map_err(|_| {
+    /// Admits a call if the server has room for it: at most `max_pending`
+    /// calls wait or run at once, and the call that would exceed that is
+    /// refused at once with RESOURCE_EXHAUSTED.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        Arc::clone(&self.admission).try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "the server is at its limit of {} pending calls; retry with backoff",
                 self.limits.max_pending
             ))
-        })?;
+        })
+    }
+
+    /// Runs application work on the blocking pool once admitted. If the
+    /// caller goes away (deadline, cancellation) admitted work still
+    /// completes, so a batch is applied whole or not at all.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let permit = self.admit()?;
         tokio::task::spawn_blocking(move || {
             let _admitted = permit;
             work()
@@ -103,7 +107,12 @@ impl DedupApi {
 }
 
 impl DedupApi {
-    /// Validates and applies one ingest batch.
+    /// Validates and applies one ingest batch. The batch joins its
+    /// namespace's queue (see [`App::submit`]); the call waits for its
+    /// answer without holding a thread, and drains the queue on the
+    /// blocking pool when nobody else is. Admitted like [`Self::run`]:
+    /// the permit is held, and the batch applied, even if the caller goes
+    /// away.
     async fn ingest_batch(
         &self,
         namespace: String,
@@ -111,21 +120,23 @@ impl DedupApi {
     ) -> Result<Vec<pb::Assignment>, Status> {
         let namespace = namespace_or_default(&namespace)?.to_owned();
         convert::check_batch(headlines.len(), self.limits.max_batch)?;
+        let permit = self.admit()?;
         let app = Arc::clone(&self.app);
         let span = info_span!("ingest", namespace = %namespace, batch = headlines.len());
-        async move {
-            let assignments = self
-                .run(move || {
-                    let items = convert::headlines(&headlines, convert::now_millis());
-                    let results = app.ingest(&namespace, items)?;
-                    Ok(convert::assignments(&headlines, &results))
-                })
-                .await?;
+        let work = async move {
+            let _admitted = permit;
+            let items = convert::headlines(&headlines, convert::now_millis());
+            let submitted = app.submit(&namespace, items)?;
+            if let Some(drain) = submitted.drain {
+                tokio::task::spawn_blocking(move || app.drain(drain));
+            }
+            let results =
+                submitted.answer.await.map_err(|_| AppError::Internal("the batch was dropped unanswered".into()))??;
+            let assignments = convert::assignments(&headlines, &results);
             debug!(rejected = assignments.iter().filter(|a| a.error.is_some()).count(), "batch ingested");
-            Ok(assignments)
-        }
-        .instrument(span)
-        .await
+            Ok::<_, Status>(assignments)
+        };
+        tokio::spawn(work.instrument(span)).await.map_err(|e| Status::internal(format!("worker failed: {e}")))?
     }
 }
 

@@ -234,6 +234,50 @@ fn a_reloaded_namespace_continues_exactly_as_one_that_never_stopped() {
 }
 
 #[test]
+fn concurrent_batches_are_each_applied_once_answered_and_durable() {
+    let rows = fixture(FIXTURE);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = || App::open(model(), SettingsBook::default(), Store::open(dir.path()).expect("store")).expect("open");
+    let app = open();
+    // Eight threads send one headline per call, so that calls queue behind
+    // each other's commits and are applied and committed in groups.
+    let acked: HashMap<String, String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = rows
+            .chunks(rows.len().div_ceil(8))
+            .map(|share| {
+                let app = &app;
+                scope.spawn(move || {
+                    share
+                        .iter()
+                        .map(|row| {
+                            let answers = app.ingest("default", vec![Ok(core_headline(row, "", 0))]).expect("ingest");
+                            let [Ok(answer)] = answers.as_slice() else {
+                                panic!("one answer per headline: {answers:?}")
+                            };
+                            assert_eq!(answer.headline_id, row.id);
+                            (row.id.clone(), answer.story_id.to_string())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers.into_iter().flat_map(|w| w.join().expect("worker")).collect()
+    });
+    let ids: HashSet<&String> = rows.iter().map(|r| &r.id).collect();
+    assert_eq!(acked.len(), ids.len());
+    assert_eq!(app.stats(Some("default")).expect("stats")[0].1.headlines, ids.len() as u64);
+
+    let before = outcome(&app, &rows);
+    drop(app);
+    let app = open();
+    assert_eq!(outcome(&app, &rows), before, "the reloaded namespace differs");
+    for (id, story) in &acked {
+        let resolved = app.story("default", story).expect("an acknowledged story exists or redirects");
+        assert_eq!(app.headline("default", id).expect("stored").story_id, resolved.id, "{id}");
+    }
+}
+
+#[test]
 fn retention_keeps_memory_and_disk_bounded_over_many_windows() {
     let rows = fixture(FIXTURE);
     let dir = tempfile::tempdir().expect("tempdir");
