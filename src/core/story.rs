@@ -27,12 +27,21 @@ pub struct Story {
     pub first_seen: Millis,
     /// Latest member event time.
     pub last_seen: Millis,
-    /// Copies per normalised wording (by exact key).
-    wordings: HashMap<u64, u32>,
+    /// The normalised wordings (by exact key): copies and first member.
+    wordings: HashMap<u64, Wording>,
     /// The canonical member.
     pub canonical: u64,
     /// Stories merged into this one, ascending.
     pub merged: Vec<StoryId>,
+}
+
+/// One wording of a story's members.
+#[derive(Debug, Clone, Copy)]
+struct Wording {
+    /// Members with this wording.
+    copies: u32,
+    /// The first of them (the lowest sequence number).
+    first: u64,
 }
 
 /// What a story needs to know about one member.
@@ -72,15 +81,16 @@ impl Story {
         }
         self.members.push(seq);
         self.sum.add(member.vector);
-        self.count(&member);
+        self.count(seq, &member);
     }
 
-    fn count(&mut self, member: &MemberInfo<'_>) {
+    /// Counts member `seq`, above every member counted before.
+    fn count(&mut self, seq: u64, member: &MemberInfo<'_>) {
         if member.exemplar {
             self.exemplars += 1;
             self.last_exemplar_time = self.last_exemplar_time.max(member.time);
         }
-        *self.wordings.entry(member.key).or_default() += 1;
+        self.wordings.entry(member.key).or_insert(Wording { copies: 0, first: seq }).copies += 1;
         self.first_seen = self.first_seen.min(member.time);
         self.last_seen = self.last_seen.max(member.time);
     }
@@ -100,7 +110,7 @@ impl Story {
         for &seq in &self.members.clone() {
             if let Some(member) = info(seq) {
                 self.sum.add(member.vector);
-                self.count(&member);
+                self.count(seq, &member);
             }
         }
     }
@@ -133,19 +143,17 @@ impl Story {
     /// The most central member, preferring the most syndicated wording: the
     /// highest cosine with the members' mean plus `SYNDICATION_BONUS *
     /// ln(copies)` (all copies of a wording share its score), ties to the
-    /// earliest.
+    /// earliest. Each wording is scored once, through its first member.
     pub fn pick_canonical<'a>(&self, info: impl Fn(u64) -> Option<MemberInfo<'a>>) -> Option<u64> {
         let norm = self.sum.norm();
-        let mut scores: HashMap<u64, f32> = HashMap::new();
         let mut best: Option<(f32, u64)> = None;
-        for &seq in &self.members {
-            let Some(member) = info(seq) else { continue };
-            let score = *scores.entry(member.key).or_insert_with(|| {
-                let copies = self.wordings.get(&member.key).copied().unwrap_or(1).max(1);
-                self.sum.cosine_with_norm(member.vector, norm) + SYNDICATION_BONUS * (copies as f32).ln()
-            });
-            if best.is_none_or(|(b, _)| score > b) {
-                best = Some((score, seq));
+        for wording in self.wordings.values() {
+            let Some(member) = info(wording.first) else { continue };
+            let score =
+                self.sum.cosine_with_norm(member.vector, norm) + SYNDICATION_BONUS * (wording.copies as f32).ln();
+            let better = best.is_none_or(|(b, first)| score > b || (score == b && wording.first < first));
+            if better {
+                best = Some((score, wording.first));
             }
         }
         best.map(|(_, seq)| seq)
