@@ -83,6 +83,9 @@ struct Kernels {
     /// Appends the dot product of the query (first) with each whole row of
     /// the second argument; the query is not empty.
     rows: fn(&[i8], &[i8], &mut Vec<i32>),
+    /// [`VectorSum::dot`]: every implementation makes the same float
+    /// operations in the same order, so the results are bit for bit equal.
+    sum_dot: fn(&[i32], &[i8]) -> f32,
 }
 
 static KERNELS: std::sync::LazyLock<Kernels> =
@@ -93,6 +96,7 @@ const PORTABLE: Kernels = Kernels {
     name: "portable",
     dot: dot_i8_portable,
     rows: |query, rows, out| out.extend(rows.chunks_exact(query.len()).map(|row| dot_i8_portable(query, row))),
+    sum_dot: sum_dot_portable,
 };
 
 /// The kernels this CPU can run, slowest first.
@@ -103,7 +107,8 @@ fn available_kernels() -> Vec<Kernels> {
         if std::arch::is_x86_feature_detected!("avx2") {
             found.push(simd::AVX2);
         }
-        if std::arch::is_x86_feature_detected!("avx512f")
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vnni")
         {
@@ -117,6 +122,24 @@ fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum()
 }
 
+/// Eight lanes of float products of the integer sums and the values, each
+/// lane summed in order, then the lanes in order, then the remainder.
+fn sum_dot_portable(sums: &[i32], v: &[i8]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (sums, values) = (sums.chunks_exact(8), v.chunks_exact(8));
+    let tail = sum_dot_tail(sums.remainder(), values.remainder());
+    for (s, x) in sums.zip(values) {
+        for i in 0..8 {
+            lanes[i] += s[i] as f32 * f32::from(x[i]);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+fn sum_dot_tail(sums: &[i32], v: &[i8]) -> f32 {
+    sums.iter().zip(v).map(|(&s, &x)| s as f32 * f32::from(x)).sum()
+}
+
 /// The SIMD kernels. The crate's only unsafe code: intrinsics that read the
 /// slices through pointers, and the calls into functions compiled for
 /// instruction sets after the CPU was checked for them.
@@ -124,9 +147,11 @@ fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
 #[allow(unsafe_code)]
 mod simd {
     use std::arch::x86_64::{
-        __m128i, __m256i, __m512i, _mm_loadu_si128, _mm256_add_epi32, _mm256_cvtepi8_epi16, _mm256_madd_epi16,
-        _mm256_setzero_si256, _mm256_storeu_si256, _mm512_dpbusd_epi32, _mm512_maskz_loadu_epi8,
-        _mm512_reduce_add_epi32, _mm512_set1_epi8, _mm512_setzero_si512, _mm512_sub_epi32, _mm512_xor_si512,
+        __m128i, __m256i, __m512i, _mm_loadl_epi64, _mm_loadu_si128, _mm256_add_epi32, _mm256_add_ps,
+        _mm256_cvtepi8_epi16, _mm256_cvtepi8_epi32, _mm256_cvtepi32_ps, _mm256_loadu_si256, _mm256_madd_epi16,
+        _mm256_mul_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_storeu_ps, _mm256_storeu_si256,
+        _mm512_dpbusd_epi32, _mm512_maskz_loadu_epi8, _mm512_reduce_add_epi32, _mm512_set1_epi8, _mm512_setzero_si512,
+        _mm512_sub_epi32, _mm512_xor_si512,
     };
 
     use super::Kernels;
@@ -137,6 +162,7 @@ mod simd {
         name: "avx2",
         dot: dot_i8_avx2,
         rows: |query, rows, out| out.extend(rows.chunks_exact(query.len()).map(|row| dot_i8_avx2(query, row))),
+        sum_dot: sum_dot_avx2,
     };
 
     /// AVX-512 VNNI: 64 products per instruction.
@@ -145,6 +171,7 @@ mod simd {
         name: "avx512vnni",
         dot: dot_i8_vnni,
         rows: rows_i8_vnni,
+        sum_dot: sum_dot_avx2,
     };
 
     /// Only chosen after the CPU was found to support AVX2.
@@ -174,6 +201,39 @@ mod simd {
         // SAFETY: `lanes` is 32 bytes, the size of the store.
         unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast::<__m256i>(), acc) };
         lanes.iter().sum::<i32>() + super::dot_i8_portable(&a[i..n], &b[i..n])
+    }
+
+    /// Only chosen after the CPU was found to support AVX2.
+    fn sum_dot_avx2(sums: &[i32], v: &[i8]) -> f32 {
+        // SAFETY: see above.
+        unsafe { sum_dot_lanes(sums, v) }
+    }
+
+    /// The portable loop's eight lanes in one register: the same
+    /// conversions, and a multiply then an add (not fused), in the same
+    /// order.
+    #[target_feature(enable = "avx2")]
+    unsafe fn sum_dot_lanes(sums: &[i32], v: &[i8]) -> f32 {
+        let n = sums.len().min(v.len());
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: `i + 8 <= n` keeps the 32-byte load of sums and the
+            // 8-byte load of values inside their slices.
+            let (s, x) = unsafe {
+                (
+                    _mm256_loadu_si256(sums.as_ptr().add(i).cast::<__m256i>()),
+                    _mm_loadl_epi64(v.as_ptr().add(i).cast::<__m128i>()),
+                )
+            };
+            let product = _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)));
+            acc = _mm256_add_ps(acc, product);
+            i += 8;
+        }
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: `lanes` is 32 bytes, the size of the store.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        lanes.iter().sum::<f32>() + super::sum_dot_tail(&sums[i..n], &v[i..n])
     }
 
     /// Only chosen after the CPU was found to support AVX-512 F, BW and
@@ -300,17 +360,9 @@ impl VectorSum {
 
     /// The dot product of the sum with `v`, in floats: the sum's exact
     /// integers converted and multiplied in a fixed order, eight lanes at a
-    /// time (so that the compiler vectorises it).
+    /// time, so that every kernel gives the same bits.
     pub fn dot(&self, v: &[i8]) -> f32 {
-        let mut lanes = [0.0f32; 8];
-        let (sums, values) = (self.values.chunks_exact(8), v.chunks_exact(8));
-        let tail: f32 = sums.remainder().iter().zip(values.remainder()).map(|(&s, &x)| s as f32 * f32::from(x)).sum();
-        for (s, x) in sums.zip(values) {
-            for i in 0..8 {
-                lanes[i] += s[i] as f32 * f32::from(x[i]);
-            }
-        }
-        lanes.iter().sum::<f32>() + tail
+        (KERNELS.sum_dot)(&self.values, v)
     }
 
     /// The Euclidean length of the sum, in quantized units.
@@ -384,6 +436,17 @@ mod tests {
                 (kernels.rows)(&query, &rows, &mut dots);
                 let expected: Vec<i32> = rows.chunks_exact(dim).map(|row| dot_i8_portable(&query, row)).collect();
                 assert_eq!(dots, expected, "{name} rows of {dim}");
+            }
+        }
+        for kernels in available_kernels() {
+            let name = kernels.name;
+            for len in [0usize, 1, 7, 8, 9, 255, 640, 1000] {
+                let v = values(len, 37, 11);
+                for scale in [1i32, 1000, 1 << 20] {
+                    let sums: Vec<i32> = values(len, 91, 200).iter().map(|&x| i32::from(x) * scale + 3).collect();
+                    let (got, expected) = ((kernels.sum_dot)(&sums, &v), sum_dot_portable(&sums, &v));
+                    assert_eq!(got.to_bits(), expected.to_bits(), "{name} {len} {scale}");
+                }
             }
         }
         assert_eq!(dot_i8(&[1, -2, 3], &[4, 5, -6]), -24);
