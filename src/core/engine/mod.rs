@@ -103,6 +103,9 @@ pub struct Engine {
     embedder: Arc<dyn Embedder>,
     terms: TermStats,
     records: HashMap<u64, Record>,
+    /// Stored headlines by kind: `NewStory`, `ExactDuplicate`,
+    /// `NearDuplicate`, `SameStory`.
+    kinds: [u64; 4],
     by_id: IdIndex,
     by_time: BTreeSet<(Millis, u64)>,
     /// Exact key → the newest stored headline with that wording that is not
@@ -140,6 +143,7 @@ impl Engine {
             embedder,
             terms: TermStats::default(),
             records: HashMap::new(),
+            kinds: [0; 4],
             by_id: IdIndex::default(),
             by_time: BTreeSet::new(),
             exact: HashMap::new(),
@@ -295,6 +299,7 @@ impl Engine {
         self.watermark = self.watermark.max(record.headline.published);
         self.by_time.insert((record.headline.published, seq));
         let story = self.resolve(record.story);
+        self.kinds[record.kind as usize] += 1;
         self.records.insert(seq, record);
         self.by_id.insert(seq, &self.records);
         if let (Some(member), Some(story)) = (member_in(&self.records, &self.index, seq), self.stories.get_mut(&story))
@@ -374,6 +379,7 @@ impl Engine {
         for &seq in seqs {
             let Some(rec) = self.records.remove(&seq) else { continue };
             removed += 1;
+            self.kinds[rec.kind as usize] -= 1;
             self.by_id.remove(&rec.headline.id, seq);
             self.by_time.remove(&(rec.headline.published, seq));
             if rec.kind != MatchKind::ExactDuplicate {
@@ -447,5 +453,22 @@ mod tests {
         }
         engine.delete(&["a".to_owned()]);
         assert_ne!(answer(&mut engine, "a3", 2).0, MatchKind::ExactDuplicate);
+    }
+
+    #[test]
+    fn stats_count_the_stored_headlines_by_kind() {
+        let mut engine = engine();
+        for (id, time) in [("a", 0), ("a2", 1), ("b", DAY_MS * 10), ("b2", DAY_MS * 10 + 1)] {
+            answer(&mut engine, id, time);
+        }
+        let by_kind = |engine: &Engine| {
+            let s = engine.stats();
+            (s.headlines, [s.new_stories, s.exact_duplicates, s.near_duplicates, s.same_story])
+        };
+        assert_eq!(by_kind(&engine), (4, [2, 2, 0, 0]));
+        engine.delete(&["a".to_owned(), "b2".to_owned()]);
+        assert_eq!(by_kind(&engine), (2, [1, 1, 0, 0]));
+        answer(&mut engine, "b3", DAY_MS * 10 + 2);
+        assert_eq!(by_kind(&engine), (3, [1, 2, 0, 0]));
     }
 }

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 
 use super::{Engine, Record};
 use crate::core::story::Story;
-use crate::core::types::{
-    Assignment, MatchKind, Stats, StoredHeadline, StoryCursor, StoryId, StoryOrder, StoryQuery, StoryView,
-};
+use crate::core::types::{Assignment, Stats, StoredHeadline, StoryCursor, StoryId, StoryOrder, StoryQuery, StoryView};
 
 impl Engine {
     /// The current assignment of a stored headline (its story after merges).
@@ -106,22 +104,17 @@ impl Engine {
 
     /// Counters.
     pub fn stats(&self) -> Stats {
-        let mut stats = Stats {
+        let [new_stories, exact_duplicates, near_duplicates, same_story] = self.kinds;
+        Stats {
             headlines: self.records.len() as u64,
             stories: self.stories.len() as u64,
             indexed_vectors: self.index.len() as u64,
+            new_stories,
+            exact_duplicates,
+            near_duplicates,
+            same_story,
             merges: self.counters.merges,
             embedder: self.settings.embedder.name().to_owned(),
-            ..Stats::default()
-        };
-        for rec in self.records.values() {
-            match rec.kind {
-                MatchKind::NewStory => stats.new_stories += 1,
-                MatchKind::ExactDuplicate => stats.exact_duplicates += 1,
-                MatchKind::NearDuplicate => stats.near_duplicates += 1,
-                MatchKind::SameStory => stats.same_story += 1,
-            }
         }
-        stats
     }
 }
