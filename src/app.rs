@@ -188,10 +188,26 @@ pub struct Drain {
 /// An ingest batch queued by [`App::submit`].
 pub struct Submitted {
     /// The batch's answers, once it is durable.
-    pub answer: oneshot::Receiver<Result<Answers, AppError>>,
+    pub answer: Answer,
     /// Set when the caller must run [`App::drain`] with it (off the async
     /// executor) for the answer to come.
     pub drain: Option<Drain>,
+}
+
+/// The answers to a submitted ingest batch, to wait for.
+pub struct Answer(oneshot::Receiver<Result<Answers, AppError>>);
+
+impl Answer {
+    /// Waits for the answers.
+    pub async fn answers(self) -> Result<Answers, AppError> {
+        self.0.await.unwrap_or_else(|_| Err(unanswered()))
+    }
+}
+
+/// The error of a caller whose batch was dropped without an answer (only
+/// a panic while it was applied does that).
+fn unanswered() -> AppError {
+    AppError::Internal("the batch was dropped unanswered".into())
 }
 
 impl Namespace {
@@ -348,7 +364,7 @@ impl App {
         if ns.enqueue(items, Reply::Blocking(reply))? {
             self.drain(Drain { name: namespace.to_owned(), namespace: ns });
         }
-        answer.recv().unwrap_or_else(|_| Err(AppError::Internal("the batch was dropped unanswered".into())))
+        answer.recv().unwrap_or_else(|_| Err(unanswered()))
     }
 
     /// Queues a batch for [`App::ingest`]'s work without waiting: the
@@ -359,7 +375,7 @@ impl App {
         let (reply, answer) = oneshot::channel();
         let drain =
             ns.enqueue(items, Reply::Async(reply))?.then(|| Drain { name: namespace.to_owned(), namespace: ns });
-        Ok(Submitted { answer, drain })
+        Ok(Submitted { answer: Answer(answer), drain })
     }
 
     /// Applies, commits and answers queued ingest batches, a group at a

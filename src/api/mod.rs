@@ -130,8 +130,7 @@ impl DedupApi {
             if let Some(drain) = submitted.drain {
                 tokio::task::spawn_blocking(move || app.drain(drain));
             }
-            let results =
-                submitted.answer.await.map_err(|_| AppError::Internal("the batch was dropped unanswered".into()))??;
+            let results = submitted.answer.answers().await?;
             let assignments = convert::assignments(&headlines, &results);
             debug!(rejected = assignments.iter().filter(|a| a.error.is_some()).count(), "batch ingested");
             Ok::<_, Status>(assignments)
