@@ -13,7 +13,8 @@
 //! (hnsw_rs seeds its level generator).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::OnceLock;
 
 use hnsw_rs::prelude::{Distance, Hnsw};
@@ -38,6 +39,25 @@ pub const FLAT_LIMIT: usize = 8192;
 /// many points) at a time: little unused capacity in segments that stopped
 /// growing, few copies in those that grow.
 const MIN_GROWTH: usize = 64;
+
+/// The `k`-th largest of `values` (counting equal values apart), or
+/// `i32::MIN` when there are at most `k`; `k` is positive. One pass with a
+/// heap of the `k` largest so far: nearly every value of a scan is below
+/// its least and costs one comparison.
+fn kth_largest(values: &[i32], k: usize) -> i32 {
+    if values.len() <= k {
+        return i32::MIN;
+    }
+    let mut largest: BinaryHeap<Reverse<i32>> = values[..k].iter().copied().map(Reverse).collect();
+    for &value in &values[k..] {
+        if let Some(mut least) = largest.peek_mut()
+            && value > least.0
+        {
+            *least = Reverse(value);
+        }
+    }
+    largest.peek().map_or(i32::MIN, |least| least.0)
+}
 
 /// `1 - cosine` of quantized unit vectors, clamped at zero: quantization can
 /// push the cosine of two equal vectors past 1, which must not make a
@@ -116,14 +136,11 @@ impl Segment {
         }
         // The k-th best dot product is found among plain integers; every
         // point that reaches it is returned, ties included.
+        if k == 0 {
+            return Vec::new();
+        }
         let dots = dots_i8(query, &self.vectors);
-        let Some(nth) = k.checked_sub(1) else { return Vec::new() };
-        let floor = if dots.len() > k {
-            let mut ranked = dots.clone();
-            *ranked.select_nth_unstable_by(nth, |a, b| b.cmp(a)).1
-        } else {
-            i32::MIN
-        };
+        let floor = kth_largest(&dots, k);
         self.ids
             .iter()
             .zip(dots)
@@ -245,6 +262,18 @@ mod tests {
     use crate::core::embed::normalize_l2;
     use crate::core::types::DAY_MS;
     use crate::core::vector::QuantizedVector;
+
+    #[test]
+    fn kth_largest_counts_equal_values_apart() {
+        let values: Vec<i32> = (0..300).map(|i: i32| (i * 7919) % 101 - 50).collect();
+        for k in [1, 2, 20, 299] {
+            let mut sorted = values.clone();
+            sorted.sort_unstable_by(|a, b| b.cmp(a));
+            assert_eq!(kth_largest(&values, k), sorted[k - 1], "k = {k}");
+        }
+        assert_eq!(kth_largest(&[3, 3, 1], 2), 3);
+        assert_eq!(kth_largest(&values, 300), i32::MIN);
+    }
 
     fn unit(seed: u64, dim: usize) -> Vec<i8> {
         let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
