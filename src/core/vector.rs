@@ -353,6 +353,14 @@ impl VectorSum {
         self.count += 1;
     }
 
+    /// Adds every vector of another sum.
+    pub fn absorb(&mut self, other: &VectorSum) {
+        for (s, &x) in self.values.iter_mut().zip(&other.values) {
+            *s += x;
+        }
+        self.count += other.count;
+    }
+
     /// The dimension.
     pub fn values_len(&self) -> usize {
         self.values.len()

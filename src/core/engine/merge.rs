@@ -1,23 +1,33 @@
 //! Consolidation: after a batch, stories whose average linkage clears the
 //! merge threshold merge, best pair first. The larger story survives (the
 //! older on a tie) and the other's id redirects to it.
+//!
+//! A story that gained a headline is checked against the stories near that
+//! headline (the candidates of its decision): adding a member `q` to a
+//! story moves its linkage with another story by `q`'s similarity to that
+//! story, so those are the links that can have grown. A story born of a
+//! merge is checked against its neighbours in the index.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::Engine;
+use crate::core::story::Story;
 use crate::core::types::StoryId;
 
 impl Engine {
-    /// Merges the stories linked to any of `touched`, best pair first, then
-    /// refreshes the canonical headline of every story that changed.
-    pub(super) fn consolidate(&mut self, touched: BTreeSet<StoryId>) {
+    /// Merges the stories linked to any of `touched` (each with the stories
+    /// near its new headlines), best pair first, then refreshes the
+    /// canonical headline of every story that changed.
+    pub(super) fn consolidate(&mut self, touched: BTreeMap<StoryId, BTreeSet<StoryId>>) {
         let mut heap = BinaryHeap::new();
         let mut changed = BTreeSet::new();
-        for id in touched {
+        for (id, near) in touched {
             let id = self.resolve(id);
-            if changed.insert(id) {
-                self.push_links(id, &mut heap);
+            changed.insert(id);
+            let Some(story) = self.stories.get(&id) else { continue };
+            for other in near {
+                self.push_link(id, story, self.resolve(other), &mut heap);
             }
         }
         while let Some(Link { strength, a, b }) = heap.pop() {
@@ -52,26 +62,37 @@ impl Engine {
         let (from, to) = (story.first_seen.saturating_sub(window), story.last_seen.saturating_add(window));
         let k = self.settings.candidates + story.exemplars;
         let mut seen = vec![id];
-        let direction = story.direction();
-        for (seq, _) in self.index.search(direction.values(), from, to, k) {
+        for (seq, _) in self.index.search(story.direction().values(), from, to, k) {
             let Some(rec) = self.records.get(&seq) else { continue };
             let other = self.resolve(rec.story);
-            if seen.contains(&other) {
-                continue;
-            }
-            seen.push(other);
-            let Some(neighbour) = self.stories.get(&other) else { continue };
-            if neighbour.first_seen > to || neighbour.last_seen < from {
-                continue;
-            }
-            let strength = story.linkage(neighbour);
-            if strength >= self.settings.merge_threshold {
-                heap.push(Link { strength, a: id, b: other });
+            if !seen.contains(&other) {
+                seen.push(other);
+                self.push_link(id, story, other, heap);
             }
         }
     }
 
-    /// Merges two stories; returns the survivor.
+    /// Queues the link of story `id` to story `other` if they overlap in
+    /// time (within the story window) and their linkage clears the merge
+    /// threshold.
+    fn push_link(&self, id: StoryId, story: &Story, other: StoryId, heap: &mut BinaryHeap<Link>) {
+        if other == id {
+            return;
+        }
+        let Some(neighbour) = self.stories.get(&other) else { return };
+        let window = self.settings.story_window;
+        let (from, to) = (story.first_seen.saturating_sub(window), story.last_seen.saturating_add(window));
+        if neighbour.first_seen > to || neighbour.last_seen < from {
+            return;
+        }
+        let strength = story.linkage(neighbour);
+        if strength >= self.settings.merge_threshold {
+            heap.push(Link { strength, a: id, b: other });
+        }
+    }
+
+    /// Merges two stories; returns the survivor, whose canonical headline
+    /// the caller picks again.
     fn merge(&mut self, a: StoryId, b: StoryId) -> StoryId {
         let size = |id: &StoryId| self.stories.get(id).map_or(0, |s| s.members.len());
         let (into, from) = match size(&a).cmp(&size(&b)).then(b.cmp(&a)) {
@@ -82,7 +103,6 @@ impl Engine {
         if let Some(survivor) = self.stories.get_mut(&into) {
             survivor.absorb(absorbed);
         }
-        self.rebuild_story(into);
         self.redirects.insert(from, into);
         self.changes.redirects.push((from, into));
         self.counters.merges += 1;

@@ -27,7 +27,7 @@ mod merge;
 mod persist;
 mod query;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use ids::IdIndex;
@@ -173,7 +173,7 @@ impl Engine {
         let newest = items.iter().flatten().map(|h| h.published).fold(self.watermark, Millis::max);
         let cutoff = self.settings.retention.map(|r| newest.saturating_sub(r));
         let mut outcome: Vec<Option<Result<(u64, bool), ItemError>>> = vec![None; items.len()];
-        let mut touched = BTreeSet::new();
+        let mut touched: BTreeMap<StoryId, BTreeSet<StoryId>> = BTreeMap::new();
         for &i in &order {
             let Ok(headline) = &items[i] else { continue };
             outcome[i] = Some(match self.by_id.get(&headline.id, &self.records) {
@@ -184,8 +184,8 @@ impl Engine {
                     "older than the namespace's retention period behind its newest headline",
                 )),
                 None => {
-                    let (seq, story) = self.apply(headline.clone());
-                    touched.insert(story);
+                    let (seq, story, near) = self.apply(headline.clone());
+                    touched.entry(story).or_default().extend(near);
                     Ok((seq, false))
                 }
             });
@@ -246,9 +246,9 @@ impl Engine {
         story.first_seen.saturating_sub(window) <= time && time <= story.last_seen.saturating_add(window)
     }
 
-    /// Decides and stores one new headline; returns its sequence number
-    /// and story.
-    fn apply(&mut self, headline: Headline) -> (u64, StoryId) {
+    /// Decides and stores one new headline; returns its sequence number,
+    /// its story and the stories of its candidates.
+    fn apply(&mut self, headline: Headline) -> (u64, StoryId, Vec<StoryId>) {
         let norm = normalize(&headline.text, headline.source.as_deref());
         let time = headline.published;
         let exact = self.decide_exact(time, &norm).and_then(|decision| {
@@ -268,6 +268,7 @@ impl Engine {
             id
         });
         let exemplar = self.worth_indexing(&decision, story_id, time);
+        let near = decision.candidates.iter().map(|c| c.story).collect();
         if exemplar {
             self.index.insert(seq, time, vector.values());
         }
@@ -283,7 +284,7 @@ impl Engine {
         };
         self.store(seq, record);
         self.changes.added.push(seq);
-        (seq, story_id)
+        (seq, story_id, near)
     }
 
     /// Adds a record to every in-memory structure (the engine's own
