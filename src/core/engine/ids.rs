@@ -2,12 +2,11 @@
 //! table holds sequence numbers only, and an entry's id is read from its
 //! record when the table compares or rehashes.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 
-use super::Record;
+use super::{Numbered, Record};
 
 #[derive(Default)]
 pub(super) struct IdIndex {
@@ -21,13 +20,13 @@ impl IdIndex {
     }
 
     /// The sequence number of the stored headline `id`.
-    pub(super) fn get(&self, id: &str, records: &HashMap<u64, Record>) -> Option<u64> {
+    pub(super) fn get(&self, id: &str, records: &Numbered<u64, Record>) -> Option<u64> {
         self.table.find(self.hash(id), |seq| records.get(seq).is_some_and(|r| r.headline.id == id)).copied()
     }
 
     /// Adds `seq`, whose record (with its id) is already in `records` and
     /// whose id is not in the index yet.
-    pub(super) fn insert(&mut self, seq: u64, records: &HashMap<u64, Record>) {
+    pub(super) fn insert(&mut self, seq: u64, records: &Numbered<u64, Record>) {
         let id_hash = |seq: &u64| records.get(seq).map_or(0, |r| self.hasher.hash_one(r.headline.id.as_str()));
         let hash = id_hash(&seq);
         self.table.insert_unique(hash, seq, id_hash);

@@ -54,6 +54,10 @@ const MAX_EXEMPLARS: usize = 24;
 /// window-wide one reads 3.
 const SEGMENTS_PER_WINDOW: Millis = 4;
 
+/// A map keyed by numbers the engine assigns itself (sequence numbers,
+/// story ids): no client chooses these keys, so a fast fixed hasher serves.
+type Numbered<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 /// A stored headline.
 #[derive(Debug)]
 struct Record {
@@ -78,7 +82,7 @@ impl Record {
 }
 
 /// A stored headline's vector: its own, or the index's for an exemplar.
-fn vector_in<'a>(records: &'a HashMap<u64, Record>, index: &'a SegmentedIndex, seq: u64) -> Option<&'a [i8]> {
+fn vector_in<'a>(records: &'a Numbered<u64, Record>, index: &'a SegmentedIndex, seq: u64) -> Option<&'a [i8]> {
     let rec = records.get(&seq)?;
     match &rec.vector {
         Some(vector) => Some(vector.values()),
@@ -87,7 +91,7 @@ fn vector_in<'a>(records: &'a HashMap<u64, Record>, index: &'a SegmentedIndex, s
 }
 
 /// What a story needs to know about a stored headline.
-fn member_in<'a>(records: &'a HashMap<u64, Record>, index: &'a SegmentedIndex, seq: u64) -> Option<MemberInfo<'a>> {
+fn member_in<'a>(records: &'a Numbered<u64, Record>, index: &'a SegmentedIndex, seq: u64) -> Option<MemberInfo<'a>> {
     let rec = records.get(&seq)?;
     Some(MemberInfo {
         time: rec.headline.published,
@@ -102,7 +106,7 @@ pub struct Engine {
     settings: Settings,
     embedder: Arc<dyn Embedder>,
     terms: TermStats,
-    records: HashMap<u64, Record>,
+    records: Numbered<u64, Record>,
     /// Stored headlines by kind: `NewStory`, `ExactDuplicate`,
     /// `NearDuplicate`, `SameStory`.
     kinds: [u64; 4],
@@ -114,8 +118,8 @@ pub struct Engine {
     /// Exact key → the older headlines of that wording that are not exact
     /// duplicates themselves, ascending; only for the keys that have any.
     shadowed: HashMap<u64, Vec<u64>>,
-    stories: HashMap<StoryId, Story>,
-    redirects: HashMap<StoryId, StoryId>,
+    stories: Numbered<StoryId, Story>,
+    redirects: Numbered<StoryId, StoryId>,
     index: SegmentedIndex,
     counters: Counters,
     /// Latest event time seen.
@@ -142,14 +146,14 @@ impl Engine {
             settings,
             embedder,
             terms: TermStats::default(),
-            records: HashMap::new(),
+            records: Numbered::default(),
             kinds: [0; 4],
             by_id: IdIndex::default(),
             by_time: BTreeSet::new(),
             exact: HashMap::new(),
             shadowed: HashMap::new(),
-            stories: HashMap::new(),
-            redirects: HashMap::new(),
+            stories: Numbered::default(),
+            redirects: Numbered::default(),
             index,
             counters: Counters::default(),
             watermark: Millis::MIN,
