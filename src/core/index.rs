@@ -134,11 +134,11 @@ impl Segment {
                 .map(|n| (n.d_id as u64, 1.0 - n.distance))
                 .collect();
         }
-        // The k-th best dot product is found among plain integers; every
-        // point that reaches it is returned, ties included.
         if k == 0 {
             return Vec::new();
         }
+        // The k-th best dot product is found among plain integers; every
+        // point that reaches it is returned, ties included.
         let dots = dots_i8(query, &self.vectors);
         let floor = kth_largest(&dots, k);
         self.ids

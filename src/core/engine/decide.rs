@@ -178,9 +178,8 @@ impl Engine {
     /// The near-duplicate and same-story tiers, from the index candidates.
     pub(super) fn decide_similar(&self, time: Millis, norm: &Normalized, vector: &QuantizedVector) -> Decision {
         let s = &self.settings;
-        let window = s.story_window;
-        let hits =
-            self.index.search(vector.values(), time.saturating_sub(window), time.saturating_add(window), s.candidates);
+        let (from, to) = self.windowed(time, time);
+        let hits = self.index.search(vector.values(), from, to, s.candidates);
         let mut candidates: Vec<ScoredCandidate> = Vec::with_capacity(hits.len());
         let mut story_scores: Vec<(StoryId, f32)> = Vec::new();
         for (seq, cos) in hits {

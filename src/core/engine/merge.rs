@@ -58,8 +58,7 @@ impl Engine {
     /// index with the story's mean vector) that clear the merge threshold.
     fn push_links(&self, id: StoryId, heap: &mut BinaryHeap<Link>) {
         let Some(story) = self.stories.get(&id) else { return };
-        let window = self.settings.story_window;
-        let (from, to) = (story.first_seen.saturating_sub(window), story.last_seen.saturating_add(window));
+        let (from, to) = self.alive_span(story);
         let k = self.settings.candidates + story.exemplars;
         let mut seen = vec![id];
         for (seq, _) in self.index.search(story.direction().values(), from, to, k) {
@@ -80,8 +79,7 @@ impl Engine {
             return;
         }
         let Some(neighbour) = self.stories.get(&other) else { return };
-        let window = self.settings.story_window;
-        let (from, to) = (story.first_seen.saturating_sub(window), story.last_seen.saturating_add(window));
+        let (from, to) = self.alive_span(story);
         if neighbour.first_seen > to || neighbour.last_seen < from {
             return;
         }

@@ -245,9 +245,20 @@ impl Engine {
         id
     }
 
-    fn alive_at(&self, story: &Story, time: Millis) -> bool {
+    /// The event times within the story window of `[first, last]`.
+    fn windowed(&self, first: Millis, last: Millis) -> (Millis, Millis) {
         let window = self.settings.story_window;
-        story.first_seen.saturating_sub(window) <= time && time <= story.last_seen.saturating_add(window)
+        (first.saturating_sub(window), last.saturating_add(window))
+    }
+
+    /// The event times at which a story absorbs headlines.
+    fn alive_span(&self, story: &Story) -> (Millis, Millis) {
+        self.windowed(story.first_seen, story.last_seen)
+    }
+
+    fn alive_at(&self, story: &Story, time: Millis) -> bool {
+        let (from, to) = self.alive_span(story);
+        from <= time && time <= to
     }
 
     /// Decides and stores one new headline; returns its sequence number,

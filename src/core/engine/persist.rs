@@ -158,9 +158,8 @@ impl Engine {
             engine.refresh_canonical(id);
         }
         engine.counters = next;
-        let window = engine.settings.story_window;
-        let watermark = engine.watermark;
-        engine.index.build(watermark.saturating_sub(window), watermark.saturating_add(window));
+        let (from, to) = engine.windowed(engine.watermark, engine.watermark);
+        engine.index.build(from, to);
         Ok(engine)
     }
 
