@@ -57,7 +57,7 @@ def best_cut(score, gold, vectors):
 def report(name, result):
     res, threshold = result
     print(
-        "%-42s B-cubed P %.3f R %.3f F1 %.3f  pairwise F1 %.3f  ARI %.3f  (distance %.3f)"
+        "%-46s B-cubed P %.3f R %.3f F1 %.3f  pairwise F1 %.3f  ARI %.3f  (distance %.3f)"
         % (name, res["bcubed_precision"], res["bcubed_recall"], res["bcubed_f1"],
            res["pairwise_f1"], res["ari"], threshold),
         flush=True,
