@@ -48,8 +48,10 @@ impl Engine {
             changed.insert(survivor);
             self.push_links(survivor, &mut heap);
         }
-        for id in changed {
-            let id = self.resolve(id);
+        // A merged-away story resolves to its survivor, which is in the set
+        // too: pick each surviving story's canonical headline once.
+        let survivors: BTreeSet<StoryId> = changed.into_iter().map(|id| self.resolve(id)).collect();
+        for id in survivors {
             self.refresh_canonical(id);
         }
     }
