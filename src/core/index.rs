@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use hnsw_rs::prelude::{Distance, Hnsw};
 
 use super::types::Millis;
-use super::vector::{cosine_i8, cosine_of_dot, dots_i8};
+use super::vector::{SCALE, cosine_i8, cosine_of_dot, dots_i8};
 
 /// Graph degree (hnsw_rs `max_nb_connection`).
 const MAX_CONNECTIONS: usize = 16;
@@ -30,6 +30,8 @@ const EF_CONSTRUCTION: usize = 64;
 const EF_SEARCH: usize = 64;
 /// Layers.
 const MAX_LAYERS: usize = 16;
+/// The dot product at which a cosine is 1: higher ones are clamped to it.
+const COSINE_ONE: i32 = (SCALE * SCALE) as i32;
 /// Segments of up to this many points are scanned rather than searched
 /// through a graph: at the sizes a story window holds in a news feed, a
 /// scan of contiguous int8 vectors is exact, needs no graph memory and
@@ -123,30 +125,9 @@ impl Segment {
         self.vectors.get(row * dim..(row + 1) * dim)
     }
 
-    /// The `k` best (id, cosine) of this segment, and any tied with the
-    /// k-th, in no particular order; `query` has `dim` values.
-    fn search(&self, query: &[i8], k: usize, dim: usize) -> Vec<(u64, f32)> {
-        if !self.is_scanned() {
-            return self
-                .graph(dim)
-                .search(query, k, EF_SEARCH.max(k))
-                .into_iter()
-                .map(|n| (n.d_id as u64, 1.0 - n.distance))
-                .collect();
-        }
-        if k == 0 {
-            return Vec::new();
-        }
-        // The k-th best dot product is found among plain integers; every
-        // point that reaches it is returned, ties included.
-        let dots = dots_i8(query, &self.vectors);
-        let floor = kth_largest(&dots, k);
-        self.ids
-            .iter()
-            .zip(dots)
-            .filter(|&(_, dot)| dot >= floor)
-            .map(|(&id, dot)| (id, cosine_of_dot(dot).min(1.0)))
-            .collect()
+    /// The `k` best (id, cosine) of this segment's graph.
+    fn search_graph(&self, query: &[i8], k: usize, dim: usize) -> impl Iterator<Item = (u64, f32)> {
+        self.graph(dim).search(query, k, EF_SEARCH.max(k)).into_iter().map(|n| (n.d_id as u64, 1.0 - n.distance))
     }
 }
 
@@ -225,11 +206,32 @@ impl SegmentedIndex {
     /// The `k` nearest points to `vector` with event times in the buckets
     /// that overlap `[from, to]`, as (id, cosine), best first. A vector of
     /// another dimension is cut or padded with zeros to the index's.
+    ///
+    /// The scanned segments are read back to back and their k-th best dot
+    /// product is found once, among plain integers: only the points that
+    /// reach it (ties included) become candidates, and so do all whose
+    /// cosine rounds up to 1, which are ordered by id alone.
     pub fn search(&self, vector: &[i8], from: Millis, to: Millis, k: usize) -> Vec<(u64, f32)> {
+        if k == 0 {
+            return Vec::new();
+        }
         let vector = self.fitted(vector);
         let vector = vector.as_ref();
-        let mut found: Vec<(u64, f32)> =
-            self.overlapping(from, to).flat_map(|segment| segment.search(vector, k, self.dim)).collect();
+        let mut found: Vec<(u64, f32)> = Vec::new();
+        let mut scanned: Vec<&Segment> = Vec::new();
+        let mut dots: Vec<i32> = Vec::new();
+        for segment in self.overlapping(from, to) {
+            if segment.is_scanned() {
+                dots_i8(vector, &segment.vectors, &mut dots);
+                scanned.push(segment);
+            } else {
+                found.extend(segment.search_graph(vector, k, self.dim));
+            }
+        }
+        let floor = kth_largest(&dots, k).min(COSINE_ONE);
+        let ids = scanned.iter().flat_map(|segment| &segment.ids);
+        found
+            .extend(ids.zip(dots).filter(|&(_, dot)| dot >= floor).map(|(&id, dot)| (id, cosine_of_dot(dot).min(1.0))));
         found.sort_by(best_first);
         found.truncate(k);
         found
@@ -340,6 +342,25 @@ mod tests {
         all.sort_by(best_first);
         all.truncate(15);
         assert_eq!(index.search(&query, 0, 0, 15), all);
+    }
+
+    #[test]
+    fn scanned_segments_answer_as_one_exact_scan_with_ties_by_id() {
+        let mut index = SegmentedIndex::new(DAY_MS, 16);
+        let mut points: Vec<(u64, Vec<i8>)> = Vec::new();
+        for id in 0..2000u64 {
+            // 30 copies of one vector, more than k, spread over the segments.
+            let vector = if id % 67 == 3 { unit(5, 16) } else { unit(id, 16) };
+            index.insert(id, (id as Millis % 7) * DAY_MS, &vector);
+            points.push((id, vector));
+        }
+        for (query, k) in [(unit(5, 16), 20), (unit(99_999, 16), 20), (unit(99_999, 16), 1)] {
+            let mut all: Vec<(u64, f32)> = points.iter().map(|(id, v)| (*id, cosine_i8(&query, v).min(1.0))).collect();
+            all.sort_by(best_first);
+            all.truncate(k);
+            assert_eq!(index.search(&query, 0, 6 * DAY_MS, k), all);
+        }
+        assert!(index.search(&unit(5, 16), 0, 6 * DAY_MS, 0).is_empty());
     }
 
     #[test]

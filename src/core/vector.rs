@@ -62,16 +62,15 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     (KERNELS.dot)(a, b)
 }
 
-/// The dot products of `query` with each row of `rows`: consecutive
-/// vectors of `query.len()` values (a partial last row is ignored), in
-/// order. The same numbers as [`dot_i8`] row by row, computed several rows
-/// at a time.
-pub fn dots_i8(query: &[i8], rows: &[i8]) -> Vec<i32> {
-    let mut dots = Vec::with_capacity(rows.len() / query.len().max(1));
+/// Appends to `dots` the dot products of `query` with each row of `rows`:
+/// consecutive vectors of `query.len()` values (a partial last row is
+/// ignored), in order. The same numbers as [`dot_i8`] row by row, computed
+/// several rows at a time.
+pub fn dots_i8(query: &[i8], rows: &[i8], dots: &mut Vec<i32>) {
     if !query.is_empty() {
-        (KERNELS.rows)(query, rows, &mut dots);
+        dots.reserve(rows.len() / query.len());
+        (KERNELS.rows)(query, rows, dots);
     }
-    dots
 }
 
 /// One implementation of the products.
@@ -458,8 +457,11 @@ mod tests {
             }
         }
         assert_eq!(dot_i8(&[1, -2, 3], &[4, 5, -6]), -24);
-        assert_eq!(dots_i8(&[127, 0], &[127, 0, 0, 127, 1]), vec![127 * 127, 0]);
-        assert!(dots_i8(&[], &[1, 2]).is_empty());
+        let mut dots = vec![5];
+        dots_i8(&[127, 0], &[127, 0, 0, 127, 1], &mut dots);
+        assert_eq!(dots, vec![5, 127 * 127, 0], "appended to what was there");
+        dots_i8(&[], &[1, 2], &mut dots);
+        assert_eq!(dots.len(), 3);
     }
 
     #[test]
