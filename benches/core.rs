@@ -99,6 +99,22 @@ fn index(c: &mut Criterion) {
                 index.search(black_box(&vectors[probe]), 0, 0, 20)
             })
         });
+        if size <= FLAT_LIMIT {
+            // A story window's search reads several segments: the same
+            // points over nine quarter-window segments of the default
+            // 12-hour window.
+            let bucket = DAY_MS / 8;
+            let mut window = SegmentedIndex::new(bucket, embedder.dim());
+            for (id, v) in vectors.iter().enumerate().take(size) {
+                window.insert(id as u64, (id % 9) as i64 * bucket, v);
+            }
+            c.bench_function(&format!("index/search k=20/{size} points in 9 segments"), |b| {
+                b.iter(|| {
+                    probe = (probe + 7919) % size;
+                    window.search(black_box(&vectors[probe]), 0, 8 * bucket, 20)
+                })
+            });
+        }
         // An insert into a scanned segment is an append; inserting many
         // would also turn it into a graph, so only graphs are measured.
         if size <= FLAT_LIMIT {

@@ -229,9 +229,13 @@ impl SegmentedIndex {
             }
         }
         let floor = kth_largest(&dots, k).min(COSINE_ONE);
-        let ids = scanned.iter().flat_map(|segment| &segment.ids);
-        found
-            .extend(ids.zip(dots).filter(|&(_, dot)| dot >= floor).map(|(&id, dot)| (id, cosine_of_dot(dot).min(1.0))));
+        let mut rest = dots.as_slice();
+        for segment in scanned {
+            let (dots, after) = rest.split_at(segment.ids.len().min(rest.len()));
+            rest = after;
+            let reached = segment.ids.iter().zip(dots).filter(|&(_, &dot)| dot >= floor);
+            found.extend(reached.map(|(&id, &dot)| (id, cosine_of_dot(dot).min(1.0))));
+        }
         found.sort_by(best_first);
         found.truncate(k);
         found
