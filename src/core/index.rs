@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use hnsw_rs::prelude::{Distance, Hnsw};
 
 use super::types::Millis;
-use super::vector::{SCALE, cosine_i8, cosine_of_dot, dots_i8};
+use super::vector::{DOT_OF_COSINE_ONE, cosine_i8, cosine_of_dot, dots_i8};
 
 /// Graph degree (hnsw_rs `max_nb_connection`).
 const MAX_CONNECTIONS: usize = 16;
@@ -30,8 +30,6 @@ const EF_CONSTRUCTION: usize = 64;
 const EF_SEARCH: usize = 64;
 /// Layers.
 const MAX_LAYERS: usize = 16;
-/// The dot product at which a cosine is 1: higher ones are clamped to it.
-const COSINE_ONE: i32 = (SCALE * SCALE) as i32;
 /// Segments of up to this many points are scanned rather than searched
 /// through a graph: at the sizes a story window holds in a news feed, a
 /// scan of contiguous int8 vectors is exact, needs no graph memory and
@@ -228,7 +226,7 @@ impl SegmentedIndex {
                 found.extend(segment.search_graph(vector, k, self.dim));
             }
         }
-        let floor = kth_largest(&dots, k).min(COSINE_ONE);
+        let floor = kth_largest(&dots, k).min(DOT_OF_COSINE_ONE);
         let mut rest = dots.as_slice();
         for segment in scanned {
             let (dots, after) = rest.split_at(segment.ids.len().min(rest.len()));

@@ -48,6 +48,10 @@ pub fn cosine_i8(a: &[i8], b: &[i8]) -> f32 {
     cosine_of_dot(dot_i8(a, b))
 }
 
+/// The dot product whose cosine is 1 ([`cosine_of_dot`]); quantization can
+/// give higher ones.
+pub const DOT_OF_COSINE_ONE: i32 = SCALE_SQUARED as i32;
+
 /// The cosine of two quantized unit vectors, given their dot product.
 pub fn cosine_of_dot(dot: i32) -> f32 {
     dot as f32 / SCALE_SQUARED
