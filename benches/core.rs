@@ -3,8 +3,8 @@
 //! the whole per-headline decision.
 //!
 //! Headlines come from `../shared/eval/uci-news-aggregator/dev.jsonl.zst`
-//! when it is there (set `HEADLINE_DEDUP_BENCH_DATA` to another file), else
-//! from the test fixture.
+//! (set `HEADLINE_DEDUP_BENCH_DATA` to another file); without it the
+//! benchmarks stop with an error rather than measure something else.
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -25,8 +25,14 @@ fn rows(limit: usize) -> Vec<Row> {
     let path = std::env::var_os("HEADLINE_DEDUP_BENCH_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| manifest.join("../shared/eval/uci-news-aggregator/dev.jsonl.zst"));
-    let path = if path.exists() { path } else { manifest.join("tests/fixtures/uci-2014-03-12-sample.jsonl") };
-    let mut rows = read_rows(&path).expect("headlines");
+    let mut rows = read_rows(&path).unwrap_or_else(|e| {
+        panic!(
+            "the benchmarks read real headlines from {}: {e:#} (put ../shared/eval beside the repository or set \
+             HEADLINE_DEDUP_BENCH_DATA)",
+            path.display()
+        )
+    });
+    assert!(rows.len() >= limit, "{} holds {} headlines; these benchmarks need {limit}", path.display(), rows.len());
     rows.truncate(limit);
     rows
 }
@@ -141,7 +147,7 @@ fn decision(c: &mut Criterion) {
     let (warm, probes) = rows.split_at(rows.len().saturating_sub(1000));
     let mut engine = Engine::new(settings.clone(), embedder_for(&settings, &model));
     for chunk in warm.chunks(256) {
-        engine.ingest(chunk.iter().map(|r| Ok(headline(r, r.id.clone()))).collect());
+        engine.ingest(&chunk.iter().map(|r| Ok(headline(r, r.id.clone()))).collect::<Vec<_>>());
     }
     let probes: Vec<Headline> = probes.iter().map(|r| headline(r, format!("probe-{}", r.id))).collect();
     let mut next = 0usize;
@@ -159,7 +165,7 @@ fn decision(c: &mut Criterion) {
                 let row = &probes[serial % probes.len()];
                 Headline { id: format!("{}-{serial}", row.id), ..row.clone() }
             },
-            |h| engine.ingest(vec![Ok(h)]),
+            |h| engine.ingest(&[Ok(h)]),
             BatchSize::SmallInput,
         )
     });

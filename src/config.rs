@@ -73,6 +73,11 @@ pub struct ServeArgs {
     /// RESOURCE_EXHAUSTED (load shedding).
     #[arg(long, env = "HEADLINE_DEDUP_MAX_PENDING_CALLS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_pending_calls: u32,
+    /// Most namespaces the server holds; an Ingest that would create one
+    /// more is refused with RESOURCE_EXHAUSTED (stored namespaces always
+    /// load).
+    #[arg(long, env = "HEADLINE_DEDUP_MAX_NAMESPACES", default_value_t = crate::app::DEFAULT_MAX_NAMESPACES, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_namespaces: u32,
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, env = "HEADLINE_DEDUP_MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_message_bytes: u32,

@@ -1,9 +1,12 @@
-//! The tower layers around every gRPC service. Each response passes
+//! The tower layers around every gRPC service. [`AuthLayer`], the outer
+//! one, turns away calls without the bearer token, when one is configured,
+//! before anything else is done for them. Each response then passes
 //! [`GrpcEdgeLayer`]: statuses of the codec get the codes the gRPC
 //! specification gives them, and the RPC is counted and timed for the
-//! `grpc_server_*` metrics. [`AuthLayer`] turns away calls without the
-//! bearer token, when one is configured.
+//! `grpc_server_*` metrics. Metrics are labelled with the service and
+//! method of the server's own [`Routes`] only, so no client can add series.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use std::time::Instant;
 
 use http_body::{Body, Frame, SizeHint};
 use metrics::{counter, histogram};
+use prost::Message;
 use subtle::ConstantTimeEq;
 use tonic::codegen::http::{HeaderMap, HeaderValue, Request, Response, header};
 use tonic::{Code, Status};
@@ -63,15 +67,60 @@ fn grpc_status(headers: &mut HeaderMap) -> Option<Code> {
     Some(corrected)
 }
 
+/// The label of every part of a path that is not one of the server's
+/// routes.
+const UNKNOWN: &str = "unknown";
+
+/// The methods the server serves, as `/package.Service/Method` paths.
+#[derive(Debug, Clone, Default)]
+pub struct Routes(HashSet<String>);
+
+impl Routes {
+    /// Every method of every service in these encoded file descriptor sets.
+    pub fn from_descriptor_sets(sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
+        let mut paths = HashSet::new();
+        for set in sets {
+            for file in prost_types::FileDescriptorSet::decode(*set)?.file {
+                let package = file.package();
+                for service in &file.service {
+                    for method in &service.method {
+                        paths.insert(format!("/{package}.{}/{}", service.name(), method.name()));
+                    }
+                }
+            }
+        }
+        Ok(Self(paths))
+    }
+
+    /// The service and method of `path`, or `unknown` for both if the
+    /// server has no such route.
+    fn labels<'p>(&self, path: &'p str) -> (&'p str, &'p str) {
+        if !self.0.contains(path) {
+            return (UNKNOWN, UNKNOWN);
+        }
+        path.trim_start_matches('/').split_once('/').unwrap_or((UNKNOWN, UNKNOWN))
+    }
+}
+
 /// Wraps every gRPC service: status corrections and metrics.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcEdgeLayer;
+#[derive(Debug, Clone, Default)]
+pub struct GrpcEdgeLayer {
+    routes: Arc<Routes>,
+}
+
+impl GrpcEdgeLayer {
+    /// Counts the calls of `routes` by name, and every other call as
+    /// `unknown`.
+    pub fn new(routes: Arc<Routes>) -> Self {
+        Self { routes }
+    }
+}
 
 impl<S> Layer<S> for GrpcEdgeLayer {
     type Service = GrpcEdge<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcEdge { inner }
+        GrpcEdge { inner, routes: Arc::clone(&self.routes) }
     }
 }
 
@@ -79,6 +128,7 @@ impl<S> Layer<S> for GrpcEdgeLayer {
 #[derive(Debug, Clone)]
 pub struct GrpcEdge<S> {
     inner: S,
+    routes: Arc<Routes>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for GrpcEdge<S>
@@ -95,7 +145,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let call = Call::start(request.uri().path());
+        let call = Call::start(self.routes.labels(request.uri().path()));
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut call = call;
@@ -124,8 +174,7 @@ struct Call {
 }
 
 impl Call {
-    fn start(path: &str) -> Self {
-        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("unknown", "unknown"));
+    fn start((service, method): (&str, &str)) -> Self {
         let call =
             Self { service: service.to_owned(), method: method.to_owned(), started: Instant::now(), done: false };
         counter!(GRPC_STARTED, "grpc_service" => call.service.clone(), "grpc_method" => call.method.clone())
@@ -248,11 +297,13 @@ impl<S> Auth<S> {
     }
 }
 
-impl<S, ReqBody> Service<Request<ReqBody>> for Auth<S>
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Auth<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<tonic::body::Body>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    ResBody: Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    ResBody::Error: Into<tonic::codegen::StdError>,
 {
     type Response = Response<tonic::body::Body>;
     type Error = S::Error;
@@ -264,7 +315,8 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         if self.admits(&request) {
-            Box::pin(self.inner.call(request))
+            let response = self.inner.call(request);
+            Box::pin(async move { Ok(response.await?.map(tonic::body::Body::new)) })
         } else {
             let refused =
                 Status::unauthenticated("this call needs an authorization: Bearer <token> header").into_http();

@@ -93,7 +93,7 @@ pub fn run(job: &EvalJob, model: &Arc<StaticModel>) -> anyhow::Result<()> {
     let mut rejected = 0usize;
     let mut answered = Vec::new();
     for chunk in timed.chunks(job.batch.max(1)) {
-        let items = chunk
+        let items: Vec<_> = chunk
             .iter()
             .map(|(time, row)| {
                 let raw = RawHeadline {
@@ -106,7 +106,7 @@ pub fn run(job: &EvalJob, model: &Arc<StaticModel>) -> anyhow::Result<()> {
                 Headline::parse(&raw, *time, true)
             })
             .collect();
-        for answer in engine.ingest(items) {
+        for answer in engine.ingest(&items) {
             match answer {
                 Ok(a) if job.assignments_out.is_some() => answered.push(a),
                 Ok(_) => {}

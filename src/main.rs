@@ -79,13 +79,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     log_panics();
     let model = Arc::new(StaticModel::bundled()?);
     let app = if args.in_memory {
-        App::in_memory(model, settings)
+        App::in_memory(model, settings)?
     } else {
         let store = Store::open(&args.data_dir)?;
         info!(data_dir = %args.data_dir.display(), "opening state");
         App::open(model, settings, store)?
     };
-    let app = Arc::new(app);
+    let app = Arc::new(app.with_max_namespaces(args.max_namespaces as usize));
     let options = ServerOptions {
         limits: Limits { max_batch: args.max_batch as usize, max_pending: args.max_pending_calls as usize },
         max_message_bytes: args.max_message_bytes as usize,

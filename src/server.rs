@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::api::{DedupApi, Limits};
 use crate::app::App;
-use crate::edge::{AuthLayer, GrpcEdgeLayer};
+use crate::edge::{AuthLayer, GrpcEdgeLayer, Routes};
 use crate::pb;
 use crate::pb::dedup_service_server::DedupServiceServer;
 
@@ -47,6 +47,13 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<DedupServiceServer<DedupApi>>().await;
+    let follow_health = tokio::spawn(follow_app_health(app.serving(), health.clone()));
+    let routes = Routes::from_descriptor_sets(&[
+        pb::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ])?;
     let reflection = |builder: tonic_reflection::server::Builder<'static>| {
         builder
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -70,8 +77,8 @@ pub async fn serve(
     }
     let server = tokio::spawn(
         builder
-            .layer(GrpcEdgeLayer)
             .layer(AuthLayer::new(options.auth_token.as_deref()))
+            .layer(GrpcEdgeLayer::new(Arc::new(routes)))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -81,6 +88,7 @@ pub async fn serve(
             }),
     );
     shutdown.await;
+    follow_health.abort();
     info!("shutting down: health is NOT_SERVING");
     health.set_not_serving::<DedupServiceServer<DedupApi>>().await;
     health.set_service_status("", ServingStatus::NotServing).await;
@@ -91,6 +99,20 @@ pub async fn serve(
     }
     info!("server stopped");
     Ok(())
+}
+
+/// Keeps the service's health in step with the application's: NOT_SERVING
+/// while some namespace cannot be served (the application logs which and
+/// why), SERVING again once it can.
+async fn follow_app_health(
+    mut serving: tokio::sync::watch::Receiver<bool>,
+    health: tonic_health::server::HealthReporter,
+) {
+    while serving.changed().await.is_ok() {
+        let status = if *serving.borrow_and_update() { ServingStatus::Serving } else { ServingStatus::NotServing };
+        health.set_service_status(SERVICE_NAME, status).await;
+        health.set_service_status("", status).await;
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -117,6 +117,9 @@ struct NamespaceMessage {
     next_story: u64,
     #[prost(uint64, tag = "4")]
     merges: u64,
+    /// The retention clock (absent in files written before it was kept).
+    #[prost(sint64, optional, tag = "5")]
+    watermark: Option<i64>,
 }
 
 fn kind_code(kind: MatchKind) -> u32 {
@@ -245,6 +248,18 @@ impl Store {
         guarded(&dir.join(DB_FILE), || Self::open_unguarded(dir))
     }
 
+    /// A store that keeps everything in memory (`--in-memory`, tests): the
+    /// same tables and transactions as on disk, so that a namespace is
+    /// committed and rebuilt the same way, without a file.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let path = PathBuf::from("(memory)");
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| StoreError::Database { path: path.clone(), message: e.to_string() })?;
+        Self::with_tables(db, path)
+    }
+
     fn open_unguarded(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
         let path = dir.join(DB_FILE);
@@ -276,8 +291,12 @@ impl Store {
                 .map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
             return Err(StoreError::Corrupt { path, what: "the file".into(), message: damage_explanation(&marker) });
         }
+        Self::with_tables(db, path)
+    }
+
+    /// Creates the tables, so that reads never meet a missing table.
+    fn with_tables(db: Database, path: PathBuf) -> Result<Self, StoreError> {
         let store = Self { db, path };
-        // Create the tables, so that reads never meet a missing table.
         let txn = store.db.begin_write().map_err(|e| store.error(e))?;
         {
             txn.open_table(RECORDS).map_err(|e| store.error(e))?;
@@ -318,16 +337,48 @@ impl Store {
     ) -> Result<Vec<T>, E> {
         let txn = self.db.begin_read().map_err(|e| self.error(e))?;
         let namespaces = txn.open_table(NAMESPACES).map_err(|e| self.error(e))?;
+        let mut names = Vec::new();
+        for entry in namespaces.iter().map_err(|e| self.error(e))? {
+            let (name, _) = entry.map_err(|e| self.error(e))?;
+            names.push(name.value().to_owned());
+        }
+        names.iter().filter_map(|name| self.read_namespace(&txn, name, &mut restore).transpose()).collect()
+    }
+
+    /// Reads one namespace like [`Store::load_with`]; `None` if it was
+    /// never committed.
+    pub fn load_namespace<T, E: From<StoreError>>(
+        &self,
+        name: &str,
+        mut restore: impl FnMut(StoredNamespace, &mut Records<'_>) -> Result<T, E>,
+    ) -> Result<Option<T>, E> {
+        guarded(&self.path, || {
+            let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+            self.read_namespace(&txn, name, &mut restore)
+        })
+    }
+
+    fn read_namespace<T, E: From<StoreError>>(
+        &self,
+        txn: &redb::ReadTransaction,
+        name: &str,
+        restore: &mut impl FnMut(StoredNamespace, &mut Records<'_>) -> Result<T, E>,
+    ) -> Result<Option<T>, E> {
+        let namespaces = txn.open_table(NAMESPACES).map_err(|e| self.error(e))?;
         let records = txn.open_table(RECORDS).map_err(|e| self.error(e))?;
         let redirects = txn.open_table(REDIRECTS).map_err(|e| self.error(e))?;
-        let mut loaded = Vec::new();
-        for entry in namespaces.iter().map_err(|e| self.error(e))? {
-            let (name, value) = entry.map_err(|e| self.error(e))?;
-            let name = name.value().to_owned();
+        {
+            let Some(value) = namespaces.get(name).map_err(|e| self.error(e))? else { return Ok(None) };
+            let name = name.to_owned();
             let meta =
                 NamespaceMessage::decode(value.value()).map_err(|e| self.corrupt(format!("namespace {name:?}"), e))?;
             let mut stored = StoredNamespace {
-                counters: Counters { next_seq: meta.next_seq, next_story: meta.next_story, merges: meta.merges },
+                counters: Counters {
+                    next_seq: meta.next_seq,
+                    next_story: meta.next_story,
+                    merges: meta.merges,
+                    watermark: meta.watermark.unwrap_or(i64::MIN),
+                },
                 settings: meta.settings,
                 redirects: Vec::new(),
                 name,
@@ -347,9 +398,8 @@ impl Store {
                     let message = RecordMessage::decode(value.value()).map_err(|e| self.corrupt(what(), e))?;
                     message.into_record(seq).map_err(|e| self.corrupt(what(), e))
                 });
-            loaded.push(restore(stored, &mut decoded)?);
+            restore(stored, &mut decoded).map(Some)
         }
-        Ok(loaded)
     }
 
     /// Writes one batch's changes of a namespace in one durable transaction.
@@ -372,11 +422,15 @@ impl Store {
             for &(from, to) in &changes.redirects {
                 redirects.insert((namespace, from.0), to.0).map_err(|e| self.error(e))?;
             }
+            for from in &changes.dropped_redirects {
+                redirects.remove((namespace, from.0)).map_err(|e| self.error(e))?;
+            }
             let meta = NamespaceMessage {
                 settings: settings.to_vec(),
                 next_seq: changes.counters.next_seq,
                 next_story: changes.counters.next_story,
                 merges: changes.counters.merges,
+                watermark: Some(changes.counters.watermark),
             };
             let mut namespaces = txn.open_table(NAMESPACES).map_err(|e| self.error(e))?;
             namespaces.insert(namespace, meta.encode_to_vec().as_slice()).map_err(|e| self.error(e))?;
@@ -420,15 +474,21 @@ mod tests {
         let changes = Changes {
             added: vec![record(0), record(1), record(2)],
             removed: vec![],
-            redirects: vec![(StoryId(3), StoryId(1))],
-            counters: Counters { next_seq: 3, next_story: 4, merges: 1 },
+            redirects: vec![(StoryId(3), StoryId(1)), (StoryId(5), StoryId(1))],
+            dropped_redirects: vec![],
+            counters: Counters { next_seq: 3, next_story: 4, merges: 1, watermark: 1_002 },
         };
         store.commit("default", &["story_threshold=0.3".into()], &changes).expect("commit");
         store
             .commit(
                 "default",
                 &[],
-                &Changes { removed: vec![(1, 1001)], counters: changes.counters, ..Changes::default() },
+                &Changes {
+                    removed: vec![(1, 1001)],
+                    dropped_redirects: vec![StoryId(5)],
+                    counters: changes.counters,
+                    ..Changes::default()
+                },
             )
             .expect("commit");
         drop(store);

@@ -21,7 +21,7 @@ fuzz_target!(|bytes: &[u8]| {
     let Ok(request) = IngestRequest::decode(bytes) else { return };
     let now = 1_400_000_000_000;
     let items = headlines(&request.headlines, now);
-    let app = App::in_memory(model(), SettingsBook::default());
+    let app = App::in_memory(model(), SettingsBook::default()).expect("app");
     let Ok(answers) = app.ingest("default", items) else { return };
     assert_eq!(answers.len(), request.headlines.len());
     let again = app.ingest("default", headlines(&request.headlines, now)).expect("a replay is accepted");

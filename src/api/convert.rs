@@ -84,6 +84,7 @@ pub fn item_error(index: usize, error: &ItemError) -> pb::ItemError {
     let code = match error.kind {
         ItemErrorKind::InvalidArgument => pb::ItemErrorCode::InvalidArgument,
         ItemErrorKind::AlreadyExists => pb::ItemErrorCode::AlreadyExists,
+        ItemErrorKind::Internal => pb::ItemErrorCode::Internal,
     };
     pb::ItemError {
         code: code.into(),

@@ -69,6 +69,7 @@ impl From<AppError> for Status {
             AppError::NamespaceNotFound(_) | AppError::StoryNotFound(_) | AppError::HeadlineNotFound(_) => {
                 Status::not_found(message)
             }
+            AppError::ResourceExhausted(_) => Status::resource_exhausted(message),
             AppError::Unavailable(_) => Status::unavailable(message),
             AppError::Internal(_) => Status::internal(message),
         }
@@ -209,7 +210,7 @@ impl DedupService for DedupApi {
         let response = self
             .run(move || {
                 let items = convert::headlines(&headlines, convert::now_millis());
-                let (results, stories) = app.cluster_batch(&namespace, items);
+                let (results, stories) = app.cluster_batch(&namespace, &items)?;
                 Ok(pb::ClusterBatchResponse {
                     assignments: convert::assignments(&headlines, &results),
                     stories: stories.iter().map(convert::story).collect(),

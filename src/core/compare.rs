@@ -7,7 +7,7 @@
 /// says weak data...`) counts as the length of the shorter one.
 pub fn string_similarity(a: &str, b: &str) -> f32 {
     let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    if short.split(' ').count() >= 5 && long.starts_with(short) && long[short.len()..].starts_with(' ') {
+    if short.split(' ').count() >= 5 && long.strip_prefix(short).is_some_and(|rest| rest.starts_with(' ')) {
         return 1.0;
     }
     match levenshtein_ascii(a, b) {
@@ -33,12 +33,15 @@ fn levenshtein_ascii(a: &str, b: &str) -> Option<usize> {
     }
     let mut positions = [0u128; 128];
     for (i, &byte) in pattern.iter().enumerate() {
-        positions[usize::from(byte)] |= 1 << i;
+        // ASCII bytes are below 128: every lookup here finds its slot.
+        if let Some(slot) = positions.get_mut(usize::from(byte)) {
+            *slot |= 1 << i;
+        }
     }
     let last = 1u128 << last_index;
     let (mut plus, mut minus, mut distance) = (!0u128, 0u128, pattern.len());
     for &byte in text {
-        let equal = positions[usize::from(byte)];
+        let equal = positions.get(usize::from(byte)).copied().unwrap_or(0);
         let vertical = equal | minus;
         let horizontal = ((equal & plus).wrapping_add(plus) ^ plus) | equal;
         let up = minus | !(horizontal | plus);
@@ -85,30 +88,45 @@ pub fn near_duplicate_veto(a: &str, b: &str) -> Option<&'static str> {
 /// words only in `b`) between two common words of a longest common
 /// subsequence. Pure insertions or deletions are not replacements.
 fn replaced_runs<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<(Vec<&'a str>, Vec<&'a str>)> {
-    let (n, m) = (a.len(), b.len());
-    // lcs[i][j] = LCS length of a[i..] and b[j..].
-    let mut lcs = vec![vec![0u16; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+    let width = b.len() + 1;
+    // lcs[i * width + j] = LCS length of a[i..] and b[j..]; past either end
+    // it is 0.
+    let mut lcs = vec![0u16; (a.len() + 1) * width];
+    let at = |lcs: &[u16], i: usize, j: usize| lcs.get(i * width + j).copied().unwrap_or(0);
+    for (i, word_a) in a.iter().enumerate().rev() {
+        for (j, word_b) in b.iter().enumerate().rev() {
+            let value =
+                if word_a == word_b { at(&lcs, i + 1, j + 1) + 1 } else { at(&lcs, i + 1, j).max(at(&lcs, i, j + 1)) };
+            if let Some(cell) = lcs.get_mut(i * width + j) {
+                *cell = value;
+            }
         }
     }
     let (mut i, mut j) = (0, 0);
     let mut runs = Vec::new();
     let (mut removed, mut added) = (Vec::new(), Vec::new());
-    while i < n || j < m {
-        if i < n && j < m && a[i] == b[j] {
-            if !removed.is_empty() || !added.is_empty() {
-                runs.push((std::mem::take(&mut removed), std::mem::take(&mut added)));
+    loop {
+        match (a.get(i), b.get(j)) {
+            (None, None) => break,
+            (Some(x), Some(y)) if x == y => {
+                if !removed.is_empty() || !added.is_empty() {
+                    runs.push((std::mem::take(&mut removed), std::mem::take(&mut added)));
+                }
+                i += 1;
+                j += 1;
             }
-            i += 1;
-            j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            added.push(b[j]);
-            j += 1;
-        } else {
-            removed.push(a[i]);
-            i += 1;
+            (None, Some(y)) => {
+                added.push(*y);
+                j += 1;
+            }
+            (Some(_), Some(y)) if at(&lcs, i, j + 1) >= at(&lcs, i + 1, j) => {
+                added.push(*y);
+                j += 1;
+            }
+            (Some(x), _) => {
+                removed.push(*x);
+                i += 1;
+            }
         }
     }
     if !removed.is_empty() || !added.is_empty() {
@@ -138,6 +156,7 @@ fn is_stopword(word: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::core::normalize::normalize;

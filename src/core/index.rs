@@ -45,11 +45,11 @@ const MIN_GROWTH: usize = 64;
 /// heap of the `k` largest so far: nearly every value of a scan is below
 /// its least and costs one comparison.
 fn kth_largest(values: &[i32], k: usize) -> i32 {
-    if values.len() <= k {
+    let Some((first, rest)) = values.split_at_checked(k).filter(|(_, rest)| !rest.is_empty()) else {
         return i32::MIN;
-    }
-    let mut largest: BinaryHeap<Reverse<i32>> = values[..k].iter().copied().map(Reverse).collect();
-    for &value in &values[k..] {
+    };
+    let mut largest: BinaryHeap<Reverse<i32>> = first.iter().copied().map(Reverse).collect();
+    for &value in rest {
         if let Some(mut least) = largest.peek_mut()
             && value > least.0
         {
@@ -261,6 +261,7 @@ impl SegmentedIndex {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::core::embed::normalize_l2;

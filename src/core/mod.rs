@@ -1,5 +1,9 @@
 //! The clustering core: normalisation, embedders, the index, stories and the
 //! engine that ties them together. It knows nothing of gRPC, prost or tokio.
+//!
+//! No indexing or slicing that can panic: every lookup is checked
+//! (`clippy::indexing_slicing` is denied here).
+#![deny(clippy::indexing_slicing)]
 
 pub mod compare;
 pub mod embed;

@@ -255,7 +255,7 @@ fn tokenize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut in_token = false;
     for (i, &c) in chars.iter().enumerate() {
-        let prev = i.checked_sub(1).map(|j| chars[j]);
+        let prev = i.checked_sub(1).and_then(|j| chars.get(j)).copied();
         let next = chars.get(i + 1).copied();
         let between_alnum = prev.is_some_and(char::is_alphanumeric) && next.is_some_and(char::is_alphanumeric);
         let between_digits = prev.is_some_and(|p| p.is_ascii_digit()) && next.is_some_and(|n| n.is_ascii_digit());
@@ -289,6 +289,7 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -144,6 +144,8 @@ pub enum ItemErrorKind {
     InvalidArgument,
     /// The id is stored with a different text.
     AlreadyExists,
+    /// The service failed to answer this item; retrying it is safe.
+    Internal,
 }
 
 /// A per-item error: the field (relative to the item, e.g. `text`) and why.
@@ -169,6 +171,17 @@ impl ItemError {
             kind: ItemErrorKind::AlreadyExists,
             field: "id",
             reason: format!("headline {id:?} is already stored with a different text"),
+        }
+    }
+}
+
+impl ItemError {
+    /// An item the engine could not answer (a fault of the service).
+    pub fn internal(id: &str) -> Self {
+        Self {
+            kind: ItemErrorKind::Internal,
+            field: "id",
+            reason: format!("headline {id:?} could not be answered; retrying it is safe"),
         }
     }
 }

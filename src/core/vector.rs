@@ -132,8 +132,8 @@ fn sum_dot_portable(sums: &[i32], v: &[i8]) -> f32 {
     let (sums, values) = (sums.chunks_exact(8), v.chunks_exact(8));
     let tail = sum_dot_tail(sums.remainder(), values.remainder());
     for (s, x) in sums.zip(values) {
-        for i in 0..8 {
-            lanes[i] += s[i] as f32 * f32::from(x[i]);
+        for ((lane, &s), &x) in lanes.iter_mut().zip(s).zip(x) {
+            *lane += s as f32 * f32::from(x);
         }
     }
     lanes.iter().sum::<f32>() + tail
@@ -203,7 +203,8 @@ mod simd {
         let mut lanes = [0i32; 8];
         // SAFETY: `lanes` is 32 bytes, the size of the store.
         unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast::<__m256i>(), acc) };
-        lanes.iter().sum::<i32>() + super::dot_i8_portable(&a[i..n], &b[i..n])
+        lanes.iter().sum::<i32>()
+            + super::dot_i8_portable(a.get(i..n).unwrap_or_default(), b.get(i..n).unwrap_or_default())
     }
 
     /// Only chosen after the CPU was found to support AVX2.
@@ -236,7 +237,8 @@ mod simd {
         let mut lanes = [0.0f32; 8];
         // SAFETY: `lanes` is 32 bytes, the size of the store.
         unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
-        lanes.iter().sum::<f32>() + super::sum_dot_tail(&sums[i..n], &v[i..n])
+        lanes.iter().sum::<f32>()
+            + super::sum_dot_tail(sums.get(i..n).unwrap_or_default(), v.get(i..n).unwrap_or_default())
     }
 
     /// Only chosen after the CPU was found to support AVX-512 F, BW and
@@ -412,6 +414,7 @@ impl VectorSum {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::core::embed::normalize_l2;
@@ -427,6 +430,12 @@ mod tests {
         let values = |len: usize, step: usize, start: usize| -> Vec<i8> {
             (0..len).map(|i| ((i * step + start) % 255) as i32 as i8).collect()
         };
+        let compared: Vec<&str> = available_kernels().iter().map(|k| k.name).collect();
+        let missing: Vec<&str> =
+            ["portable", "avx2", "avx512vnni"].into_iter().filter(|name| !compared.contains(name)).collect();
+        // Shown with --nocapture, and in the failure message below.
+        println!("dot product kernels compared: {compared:?}; not on this CPU: {missing:?}");
+        assert_eq!(KERNELS.name, compared.last().copied().unwrap_or("portable"), "the fastest kernel is the one used");
         for kernels in available_kernels() {
             let name = kernels.name;
             for len in [0usize, 1, 15, 16, 17, 63, 64, 65, 255, 768, 1000] {

@@ -16,6 +16,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::app::{App, AppError, namespace_or_default};
 use crate::core::types::{StoryOrder, StoryQuery, StoryView};
@@ -27,10 +28,35 @@ const ARRIVAL_BINS: usize = 24;
 /// Largest number of stories the board lists.
 const MAX_STORIES: usize = 200;
 
+/// The most metrics and board calls that read the application at once;
+/// more are refused with 503 and `Retry-After`.
+const MAX_CALLS: usize = 8;
+
 #[derive(Clone)]
 struct Board {
     app: Arc<App>,
     metrics: PrometheusHandle,
+    calls: Arc<Semaphore>,
+}
+
+impl Board {
+    /// Runs application work on the blocking pool, if fewer than
+    /// [`MAX_CALLS`] calls are doing so already.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let Ok(permit) = Arc::clone(&self.calls).try_acquire_owned() else {
+            return Err(ApiError(StatusCode::SERVICE_UNAVAILABLE, "too many calls at once; retry shortly".into()));
+        };
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("worker failed: {e}")))?
+        .map_err(ApiError::from)
+    }
 }
 
 /// Serves metrics and the story board on `listener` until `shutdown`
@@ -69,7 +95,7 @@ fn router(app: Arc<App>, metrics: PrometheusHandle) -> Router {
         .route("/api/stories", get(stories))
         .route("/api/stories/{id}", get(story))
         .layer(axum::middleware::map_response(secure_headers))
-        .with_state(Board { app, metrics })
+        .with_state(Board { app, metrics, calls: Arc::new(Semaphore::new(MAX_CALLS)) })
 }
 
 /// Only this server's own script and style run on its pages.
@@ -86,7 +112,7 @@ async fn secure_headers(mut response: Response) -> Response {
 
 async fn render_metrics(State(board): State<Board>) -> Result<Response, ApiError> {
     let app = Arc::clone(&board.app);
-    blocking(move || app.publish_metrics()).await?;
+    board.blocking(move || app.publish_metrics()).await?;
     board.metrics.run_upkeep();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], board.metrics.render()).into_response())
 }
@@ -101,6 +127,7 @@ impl From<AppError> for ApiError {
             AppError::NamespaceNotFound(_) | AppError::StoryNotFound(_) | AppError::HeadlineNotFound(_) => {
                 StatusCode::NOT_FOUND
             }
+            AppError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -110,22 +137,17 @@ impl From<AppError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        let mut response = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("worker failed: {e}")))?
-        .map_err(ApiError::from)
 }
 
 async fn namespaces(State(board): State<Board>) -> Result<Json<Vec<String>>, ApiError> {
     let app = Arc::clone(&board.app);
-    Ok(Json(blocking(move || app.namespaces()).await?))
+    Ok(Json(board.blocking(move || app.namespaces()).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,20 +242,8 @@ async fn stories(
         after: None,
     };
     let app = Arc::clone(&board.app);
-    let cards = blocking(move || {
-        let (listed, _) = app.list_stories(&namespace, &query)?;
-        let mut cards = Vec::with_capacity(listed.len());
-        for story in listed {
-            match app.story(&namespace, &story.id.to_string()) {
-                Ok(full) => cards.push(card(&full)),
-                Err(AppError::StoryNotFound(_)) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(cards)
-    })
-    .await?;
-    Ok(Json(cards))
+    let stories = board.blocking(move || app.list_stories_with_members(&namespace, &query)).await?;
+    Ok(Json(stories.iter().map(card).collect()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,7 +259,7 @@ async fn story(
 ) -> Result<Json<StoryDetail>, ApiError> {
     let namespace = namespace_or_default(&params.namespace)?.to_owned();
     let app = Arc::clone(&board.app);
-    let story = blocking(move || app.story(&namespace, &id)).await?;
+    let story = board.blocking(move || app.story(&namespace, &id)).await?;
     let members = story
         .members
         .iter()

@@ -23,7 +23,7 @@ fn parse(row: &Row) -> Headline {
 
 /// Every headline's story, kind and matched headline after one batch.
 fn outcome(rows: &[Row]) -> BTreeMap<String, String> {
-    let app = App::in_memory(model(), SettingsBook::default());
+    let app = App::in_memory(model(), SettingsBook::default()).expect("app");
     let answers = app.ingest("default", rows.iter().map(|r| Ok(parse(r))).collect()).expect("ingest");
     answers
         .into_iter()

@@ -28,7 +28,9 @@ impl LexicalEmbedder {
         // The modulo keeps the index inside `out`; the top bit picks the sign.
         let index = (feature % self.dim as u64) as usize;
         let sign = if feature >> 63 == 0 { 1.0 } else { -1.0 };
-        out[index] += sign * weight;
+        if let Some(slot) = out.get_mut(index) {
+            *slot += sign * weight;
+        }
     }
 }
 
@@ -65,6 +67,7 @@ impl Embedder for LexicalEmbedder {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::core::embed::dot as cosine;

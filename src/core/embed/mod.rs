@@ -12,6 +12,7 @@ mod static_model;
 pub use lexical::LexicalEmbedder;
 pub use static_model::{SemanticEmbedder, StaticModel, StaticModelError};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::core::normalize::{Normalized, stable_hash};
@@ -71,33 +72,30 @@ impl Embedder for MixedEmbedder {
     }
 }
 
-/// Online document frequencies of words, hashed into a fixed table. Counts
-/// only grow with new wordings and shrink when headlines leave.
-#[derive(Debug, Clone)]
+/// Online document frequencies of words, hashed into a fixed range of
+/// buckets. Counts only grow with new wordings and shrink when headlines
+/// leave. Only the buckets in use are kept, so an empty namespace costs
+/// nothing and a feed's table grows with its vocabulary.
+#[derive(Debug, Clone, Default)]
 pub struct TermStats {
-    counts: Vec<u32>,
+    counts: HashMap<u32, u32, foldhash::fast::FixedState>,
     docs: u64,
 }
 
-const TERM_BUCKETS: usize = 1 << 20;
-
-impl Default for TermStats {
-    fn default() -> Self {
-        Self { counts: vec![0; TERM_BUCKETS], docs: 0 }
-    }
-}
+/// Words are counted in `TERM_BUCKETS` buckets (a power of two).
+const TERM_BUCKETS: u64 = 1 << 20;
 
 impl TermStats {
-    fn bucket(word: &str) -> usize {
-        // The table size is a power of two, so the mask keeps the index in range.
-        (stable_hash(word.as_bytes()) as usize) & (TERM_BUCKETS - 1)
+    fn bucket(word: &str) -> u32 {
+        // The mask keeps the bucket below 2^20, inside u32.
+        (stable_hash(word.as_bytes()) & (TERM_BUCKETS - 1)) as u32
     }
 
     /// Counts one document (each distinct word once).
     pub fn add(&mut self, text: &Normalized) {
         self.docs += 1;
         for word in distinct_words(text) {
-            let c = &mut self.counts[Self::bucket(word)];
+            let c = self.counts.entry(Self::bucket(word)).or_default();
             *c = c.saturating_add(1);
         }
     }
@@ -106,8 +104,13 @@ impl TermStats {
     pub fn remove(&mut self, text: &Normalized) {
         self.docs = self.docs.saturating_sub(1);
         for word in distinct_words(text) {
-            let c = &mut self.counts[Self::bucket(word)];
-            *c = c.saturating_sub(1);
+            let bucket = Self::bucket(word);
+            if let Some(c) = self.counts.get_mut(&bucket) {
+                *c = c.saturating_sub(1);
+                if *c == 0 {
+                    self.counts.remove(&bucket);
+                }
+            }
         }
     }
 
@@ -119,7 +122,7 @@ impl TermStats {
     /// The inverse-document-frequency weight of a word: `ln((N + 1) /
     /// (df + 1)) + 1`, so unseen words weigh the most and none weighs zero.
     pub fn weight(&self, word: &str) -> f32 {
-        let df = self.counts[Self::bucket(word)] as f32;
+        let df = self.counts.get(&Self::bucket(word)).copied().unwrap_or(0) as f32;
         (((self.docs as f32) + 1.0) / (df + 1.0)).ln() + 1.0
     }
 }
@@ -137,8 +140,8 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
     for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+        for ((lane, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *lane += x * y;
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -157,6 +160,7 @@ fn scale(v: &mut [f32], factor: f32) {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::core::normalize::normalize;

@@ -74,7 +74,8 @@ impl StaticModel {
             )));
         }
         let vectors = vectors.data().iter().map(|&b| b as i8).collect();
-        let scales = scales.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let scales =
+            scales.data().chunks_exact(4).filter_map(|b| <[u8; 4]>::try_from(b).ok()).map(f32::from_le_bytes).collect();
         let unknown = vocab.get("[UNK]").copied();
         Ok(Self { vocab, unknown, vectors, scales, dim })
     }
@@ -98,8 +99,13 @@ impl StaticModel {
             }
             for &id in ids.iter().filter(|&&id| Some(id) != self.unknown) {
                 let row = id as usize * self.dim;
-                let factor = weight * self.scales[id as usize];
-                for (o, &q) in out.iter_mut().zip(&self.vectors[row..row + self.dim]) {
+                let (Some(&scale), Some(values)) =
+                    (self.scales.get(id as usize), self.vectors.get(row..row + self.dim))
+                else {
+                    continue;
+                };
+                let factor = weight * scale;
+                for (o, &q) in out.iter_mut().zip(values) {
                     *o += factor * f32::from(q);
                 }
             }
@@ -125,7 +131,7 @@ impl StaticModel {
                 if start > 0 {
                     piece.push_str("##");
                 }
-                piece.extend(&chars[start..end]);
+                piece.extend(chars.get(start..end).unwrap_or_default());
                 if let Some(&id) = self.vocab.get(&piece) {
                     found = Some(id);
                     break;
@@ -193,6 +199,7 @@ impl Embedder for SemanticEmbedder {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::core::embed::dot as cosine;

@@ -90,6 +90,11 @@ fn vector_in<'a>(records: &'a Numbered<u64, Record>, index: &'a SegmentedIndex, 
     }
 }
 
+/// The error of a new headline older than the retention period.
+fn too_old() -> ItemError {
+    ItemError::invalid("published_time", "older than the namespace's retention period behind its newest headline")
+}
+
 /// What a story needs to know about a stored headline.
 fn member_in<'a>(records: &'a Numbered<u64, Record>, index: &'a SegmentedIndex, seq: u64) -> Option<MemberInfo<'a>> {
     let rec = records.get(&seq)?;
@@ -101,15 +106,34 @@ fn member_in<'a>(records: &'a Numbered<u64, Record>, index: &'a SegmentedIndex, 
     })
 }
 
+/// Stored headlines by kind.
+#[derive(Debug, Clone, Copy, Default)]
+struct KindCounts {
+    new_stories: u64,
+    exact_duplicates: u64,
+    near_duplicates: u64,
+    same_story: u64,
+}
+
+impl KindCounts {
+    fn of(&mut self, kind: MatchKind) -> &mut u64 {
+        match kind {
+            MatchKind::NewStory => &mut self.new_stories,
+            MatchKind::ExactDuplicate => &mut self.exact_duplicates,
+            MatchKind::NearDuplicate => &mut self.near_duplicates,
+            MatchKind::SameStory => &mut self.same_story,
+        }
+    }
+}
+
 /// One namespace's headlines, stories and index.
 pub struct Engine {
     settings: Settings,
     embedder: Arc<dyn Embedder>,
     terms: TermStats,
     records: Numbered<u64, Record>,
-    /// Stored headlines by kind: `NewStory`, `ExactDuplicate`,
-    /// `NearDuplicate`, `SameStory`.
-    kinds: [u64; 4],
+    /// Stored headlines by kind.
+    kinds: KindCounts,
     by_id: IdIndex,
     by_time: BTreeSet<(Millis, u64)>,
     /// Exact key → the newest stored headline with that wording that is not
@@ -121,9 +145,8 @@ pub struct Engine {
     stories: Numbered<StoryId, Story>,
     redirects: Numbered<StoryId, StoryId>,
     index: SegmentedIndex,
+    /// The counters, with the retention clock.
     counters: Counters,
-    /// Latest event time seen.
-    watermark: Millis,
     changes: Journal,
 }
 
@@ -147,7 +170,7 @@ impl Engine {
             embedder,
             terms: TermStats::default(),
             records: Numbered::default(),
-            kinds: [0; 4],
+            kinds: KindCounts::default(),
             by_id: IdIndex::default(),
             by_time: BTreeSet::new(),
             exact: HashMap::new(),
@@ -156,7 +179,6 @@ impl Engine {
             redirects: Numbered::default(),
             index,
             counters: Counters::default(),
-            watermark: Millis::MIN,
             changes: Journal::default(),
         }
     }
@@ -168,45 +190,81 @@ impl Engine {
 
     /// Assigns and stores a batch. Items that failed validation keep their
     /// error; the answers come back in input order.
-    pub fn ingest(&mut self, items: Vec<Result<Headline, ItemError>>) -> Vec<Result<Assignment, ItemError>> {
-        let mut order: Vec<usize> = (0..items.len()).filter(|&i| items[i].is_ok()).collect();
-        order.sort_by_key(|&i| match &items[i] {
-            Ok(h) => (h.published, stable_hash(h.id.as_bytes()), i),
-            Err(_) => (Millis::MIN, 0, i),
-        });
-        let newest = items.iter().flatten().map(|h| h.published).fold(self.watermark, Millis::max);
-        let cutoff = self.settings.retention.map(|r| newest.saturating_sub(r));
+    ///
+    /// The batch is processed in event-time order (ties by a hash of the
+    /// id). Only the items the batch accepts move the retention clock (see
+    /// [`Engine::batch_cutoff`]); the answers are taken before the headlines
+    /// that fell behind it leave, so a retried headline is answered even if
+    /// it leaves with this very batch.
+    pub fn ingest(&mut self, items: &[Result<Headline, ItemError>]) -> Vec<Result<Assignment, ItemError>> {
+        let valid: Vec<(usize, &Headline)> =
+            items.iter().enumerate().filter_map(|(i, item)| item.as_ref().ok().map(|h| (i, h))).collect();
+        let mut order: Vec<(usize, &Headline)> = valid;
+        order.sort_by_key(|&(i, h)| (h.published, stable_hash(h.id.as_bytes()), i));
+        let cutoff = self.batch_cutoff(order.iter().map(|&(_, h)| h));
         let mut outcome: Vec<Option<Result<(u64, bool), ItemError>>> = vec![None; items.len()];
         let mut touched: BTreeMap<StoryId, BTreeSet<StoryId>> = BTreeMap::new();
-        for &i in &order {
-            let Ok(headline) = &items[i] else { continue };
-            outcome[i] = Some(match self.by_id.get(&headline.id, &self.records) {
-                Some(seq) if self.records[&seq].headline.text == headline.text => Ok((seq, true)),
+        for (i, headline) in order {
+            let decided = match self.by_id.get(&headline.id, &self.records) {
+                Some(seq) if self.records.get(&seq).is_some_and(|r| r.headline.text == headline.text) => {
+                    Ok((seq, true))
+                }
                 Some(_) => Err(ItemError::conflict(&headline.id)),
-                None if cutoff.is_some_and(|c| headline.published < c) => Err(ItemError::invalid(
-                    "published_time",
-                    "older than the namespace's retention period behind its newest headline",
-                )),
+                None if cutoff.is_some_and(|c| headline.published < c) => Err(too_old()),
                 None => {
                     let (seq, story, near) = self.apply(headline.clone());
                     touched.entry(story).or_default().extend(near);
                     Ok((seq, false))
                 }
-            });
+            };
+            if let Some(slot) = outcome.get_mut(i) {
+                *slot = Some(decided);
+            }
         }
         self.consolidate(touched);
+        let answers = items
+            .iter()
+            .zip(outcome)
+            .map(|(item, outcome)| match (item, outcome) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(_), Some(Err(e))) => Err(e),
+                (Ok(h), Some(Ok((seq, replayed)))) => {
+                    self.assignment(seq, replayed).ok_or_else(|| ItemError::internal(&h.id))
+                }
+                (Ok(h), None) => Err(ItemError::internal(&h.id)),
+            })
+            .collect();
         if let Some(cutoff) = cutoff {
             self.expire(cutoff);
         }
-        items
-            .into_iter()
-            .zip(outcome)
-            .map(|(item, outcome)| match (item, outcome) {
-                (Err(e), _) | (Ok(_), Some(Err(e))) => Err(e),
-                (Ok(_), Some(Ok((seq, replayed)))) => Ok(self.assignment(seq, replayed)),
-                (Ok(h), None) => Err(ItemError::invalid("id", format!("headline {:?} was not processed", h.id))),
-            })
-            .collect()
+        answers
+    }
+
+    /// The retention cutoff for a batch whose valid items come in
+    /// processing order: its newest accepted event time (or the
+    /// namespace's watermark, if later) minus the retention period. A
+    /// replay or a conflict is not accepted, and neither is an item older
+    /// than the cutoff, so none of them moves the clock; an id that comes
+    /// twice counts once, where it is first accepted. Raising the cutoff
+    /// can only move an id's first accepted time later, never drop the
+    /// newest one, so the loop reaches its fixed point in a few rounds.
+    fn batch_cutoff<'h>(&self, order: impl Iterator<Item = &'h Headline> + Clone) -> Option<Millis> {
+        let retention = self.settings.retention?;
+        let mut newest = self.counters.watermark;
+        loop {
+            let cutoff = newest.saturating_sub(retention);
+            let mut seen: BTreeSet<&str> = BTreeSet::new();
+            let accepted = order
+                .clone()
+                .filter(|h| h.published >= cutoff && self.by_id.get(&h.id, &self.records).is_none())
+                .filter(|h| seen.insert(h.id.as_str()))
+                .map(|h| h.published)
+                .fold(self.counters.watermark, Millis::max);
+            if accepted <= newest {
+                return Some(cutoff);
+            }
+            newest = accepted;
+        }
     }
 
     /// The vector of a normalised text, as the engine stores and compares
@@ -238,11 +296,23 @@ impl Engine {
         member_in(&self.records, &self.index, seq)
     }
 
-    fn resolve(&self, mut id: StoryId) -> StoryId {
-        while let Some(&next) = self.redirects.get(&id) {
-            id = next;
+    /// The story that `id` was merged into, through every redirect (`id`
+    /// itself if it was never merged); `None` if the redirects form a cycle,
+    /// which merges never make (only a damaged store could hold one).
+    fn try_resolve(&self, mut id: StoryId) -> Option<StoryId> {
+        for _ in 0..=self.redirects.len() {
+            match self.redirects.get(&id) {
+                Some(&next) => id = next,
+                None => return Some(id),
+            }
         }
-        id
+        None
+    }
+
+    /// The story that `id` was merged into; a cycle (never made by merges,
+    /// refused at restore) resolves to `id` itself.
+    fn resolve(&self, id: StoryId) -> StoryId {
+        self.try_resolve(id).unwrap_or(id)
     }
 
     /// The event times within the story window of `[first, last]`.
@@ -312,10 +382,10 @@ impl Engine {
                 self.shadowed.entry(record.norm.key).or_default().push(older);
             }
         }
-        self.watermark = self.watermark.max(record.headline.published);
+        self.counters.watermark = self.counters.watermark.max(record.headline.published);
         self.by_time.insert((record.headline.published, seq));
         let story = self.resolve(record.story);
-        self.kinds[record.kind as usize] += 1;
+        *self.kinds.of(record.kind) += 1;
         self.records.insert(seq, record);
         self.by_id.insert(seq, &self.records);
         if let (Some(member), Some(story)) = (member_in(&self.records, &self.index, seq), self.stories.get_mut(&story))
@@ -348,6 +418,11 @@ impl Engine {
         let Some(mut story) = self.stories.remove(&id) else { return };
         story.rebuild(|seq| self.member(seq));
         if story.members.is_empty() {
+            // Nothing resolves to it any more: the ids merged into it go.
+            for merged in story.merged {
+                self.redirects.remove(&merged);
+                self.changes.dropped_redirects.push(merged);
+            }
             return;
         }
         if let Some(canonical) = story.pick_canonical(|seq| self.member(seq)) {
@@ -395,7 +470,7 @@ impl Engine {
         for &seq in seqs {
             let Some(rec) = self.records.remove(&seq) else { continue };
             removed += 1;
-            self.kinds[rec.kind as usize] -= 1;
+            *self.kinds.of(rec.kind) -= 1;
             self.by_id.remove(&rec.headline.id, seq);
             self.by_time.remove(&(rec.headline.published, seq));
             if rec.kind != MatchKind::ExactDuplicate {
@@ -431,10 +506,11 @@ impl Engine {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::core::embed::{StaticModel, embedder_for};
-    use crate::core::types::DAY_MS;
+    use crate::core::types::{DAY_MS, ItemErrorKind};
 
     fn engine() -> Engine {
         let settings = Settings { retention: None, ..Settings::default() };
@@ -449,7 +525,7 @@ mod tests {
     }
 
     fn answer(engine: &mut Engine, id: &str, published: Millis) -> (MatchKind, Option<String>) {
-        let mut answers = engine.ingest(vec![headline(id, published)]);
+        let mut answers = engine.ingest(&[headline(id, published)]);
         let assignment = answers.pop().and_then(Result::ok).expect("assignment");
         (assignment.kind, assignment.matched_headline_id)
     }
@@ -469,6 +545,66 @@ mod tests {
         }
         engine.delete(&["a".to_owned()]);
         assert_ne!(answer(&mut engine, "a3", 2).0, MatchKind::ExactDuplicate);
+    }
+
+    fn retained_engine() -> Engine {
+        let settings = Settings::default();
+        let model = Arc::new(StaticModel::bundled().expect("model"));
+        let embedder = embedder_for(&settings, &model);
+        Engine::new(settings, embedder)
+    }
+
+    fn dated(id: &str, text: &str, published: Millis) -> Result<Headline, ItemError> {
+        Ok(Headline { id: id.into(), text: text.into(), source: None, url: None, published })
+    }
+
+    #[test]
+    fn a_retry_of_an_old_headline_beside_a_new_one_answers_both() {
+        let mut engine = retained_engine();
+        let now = 100 * DAY_MS;
+        let old = "Kurdish rebel group PKK says it is withdrawing its fighters from Turkey to Iraq";
+        assert!(engine.ingest(&[dated("a", old, now - 40 * DAY_MS)]).into_iter().all(|a| a.is_ok()));
+        let answers = engine.ingest(&[
+            dated("a", old, now - 40 * DAY_MS),
+            dated("b", "Fed raises interest rates by a quarter point", now),
+        ]);
+        let replay = answers[0].as_ref().expect("the retry is answered");
+        assert!(replay.replayed);
+        assert_eq!(answers[1].as_ref().map(|a| a.kind), Ok(MatchKind::NewStory));
+        // The retried headline has now left with the retention period.
+        assert!(engine.headline("a").is_none());
+        assert!(engine.headline("b").is_some());
+    }
+
+    #[test]
+    fn a_refused_item_does_not_move_the_retention_clock() {
+        let mut engine = retained_engine();
+        let k2_time = 200 * DAY_MS;
+        let answers = engine.ingest(&[
+            dated("k1", "Apple unveils a larger iPhone with a curved screen", k2_time - 29 * DAY_MS),
+            dated("k2", "Fed raises interest rates by a quarter point", k2_time),
+        ]);
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        let conflict = engine.ingest(&[dated("k2", "Another text for the same id", k2_time + 2 * DAY_MS)]);
+        assert_eq!(conflict[0].as_ref().map_err(|e| e.kind), Err(ItemErrorKind::AlreadyExists));
+        assert!(engine.headline("k1").is_some(), "k1 expired because of a refused item");
+        assert_eq!(engine.counters.watermark, k2_time);
+    }
+
+    #[test]
+    fn a_merge_redirect_goes_when_its_survivor_expires() {
+        let mut engine = retained_engine();
+        let day = 50 * DAY_MS;
+        engine.ingest(&[dated("boe", "Bank of England holds interest rates steady", day)]);
+        engine.ingest(&[dated("fed", "Fed officials debate the pace of rate rises", day + 1)]);
+        assert_eq!(engine.stats().merges, 1, "the two stories merged");
+        let (survivor, merged) = (StoryId(1), StoryId(2));
+        assert_eq!(engine.story(merged).map(|s| s.id), Some(survivor));
+        engine.take_changes();
+        engine.ingest(&[dated("later", "Cat rescued from tree by firefighters", day + 31 * DAY_MS)]);
+        assert!(engine.story(survivor).is_none() && engine.story(merged).is_none());
+        assert!(engine.redirects.is_empty());
+        assert_eq!(engine.take_changes().dropped_redirects, vec![merged]);
     }
 
     #[test]

@@ -21,11 +21,14 @@ pub struct Counters {
     pub next_story: u64,
     /// Merges so far.
     pub merges: u64,
+    /// The latest event time ever accepted: the retention clock, which
+    /// never moves backwards (not even when that headline is deleted).
+    pub watermark: Millis,
 }
 
 impl Default for Counters {
     fn default() -> Self {
-        Self { next_seq: 0, next_story: 1, merges: 0 }
+        Self { next_seq: 0, next_story: 1, merges: 0, watermark: Millis::MIN }
     }
 }
 
@@ -69,6 +72,9 @@ pub struct Changes {
     pub removed: Vec<(u64, Millis)>,
     /// New merge redirects: from, to.
     pub redirects: Vec<(StoryId, StoryId)>,
+    /// Merge redirects dropped (their survivor disappeared), by the story
+    /// they redirected.
+    pub dropped_redirects: Vec<StoryId>,
     /// The counters after the changes.
     pub counters: Counters,
 }
@@ -79,6 +85,7 @@ pub(super) struct Journal {
     pub(super) added: Vec<u64>,
     pub(super) removed: Vec<(u64, Millis)>,
     pub(super) redirects: Vec<(StoryId, StoryId)>,
+    pub(super) dropped_redirects: Vec<StoryId>,
 }
 
 impl Engine {
@@ -108,7 +115,13 @@ impl Engine {
                 })
             })
             .collect();
-        Changes { added, removed: journal.removed, redirects: journal.redirects, counters: self.counters }
+        Changes {
+            added,
+            removed: journal.removed,
+            redirects: journal.redirects,
+            dropped_redirects: journal.dropped_redirects,
+            counters: self.counters,
+        }
     }
 
     /// Forgets the journal of changes (when nothing persists them).
@@ -118,7 +131,8 @@ impl Engine {
 
     /// Whether anything changed since the last [`Engine::take_changes`].
     pub fn has_changes(&self) -> bool {
-        !self.changes.added.is_empty() || !self.changes.removed.is_empty() || !self.changes.redirects.is_empty()
+        let Journal { added, removed, redirects, dropped_redirects } = &self.changes;
+        !added.is_empty() || !removed.is_empty() || !redirects.is_empty() || !dropped_redirects.is_empty()
     }
 
     /// Rebuilds an engine from its stored state: the counters and merge
@@ -144,10 +158,17 @@ impl Engine {
             engine.restore_record(stored, dim, &mut next)?;
         }
         for &(from, _) in redirects {
-            let survivor = engine.resolve(from);
-            if let Some(story) = engine.stories.get_mut(&survivor) {
-                story.merged.push(from);
+            let survivor =
+                engine.try_resolve(from).ok_or_else(|| format!("merge redirects from {from} form a cycle"))?;
+            match engine.stories.get_mut(&survivor) {
+                Some(story) => story.merged.push(from),
+                // Its survivor is gone: the redirect is dropped with the next
+                // commit, as it would have been when the survivor went.
+                None => engine.changes.dropped_redirects.push(from),
             }
+        }
+        for from in &engine.changes.dropped_redirects {
+            engine.redirects.remove(from);
         }
         let ids: Vec<StoryId> = engine.stories.keys().copied().collect();
         for id in ids {
@@ -157,8 +178,9 @@ impl Engine {
             }
             engine.refresh_canonical(id);
         }
-        engine.counters = next;
-        let (from, to) = engine.windowed(engine.watermark, engine.watermark);
+        let watermark = engine.counters.watermark.max(counters.watermark);
+        engine.counters = Counters { watermark, ..next };
+        let (from, to) = engine.windowed(watermark, watermark);
         engine.index.build(from, to);
         Ok(engine)
     }
@@ -181,7 +203,7 @@ impl Engine {
         self.counters.next_seq = stored.seq + 1;
         next.next_seq = next.next_seq.max(stored.seq + 1);
         next.next_story = next.next_story.max(stored.story.0 + 1);
-        let story = self.resolve(stored.story);
+        let story = self.try_resolve(stored.story).ok_or_else(|| format!("headline {id:?} is in a cycle of merges"))?;
         self.stories.entry(story).or_insert_with(|| Story::new(story, dim));
         if stored.exemplar {
             self.index.insert(stored.seq, stored.headline.published, stored.vector.values());

@@ -9,12 +9,12 @@ use crate::core::types::{Assignment, Stats, StoredHeadline, StoryCursor, StoryId
 
 impl Engine {
     /// The current assignment of a stored headline (its story after merges).
-    pub(super) fn assignment(&self, seq: u64, replayed: bool) -> Assignment {
-        let rec = &self.records[&seq];
+    pub(super) fn assignment(&self, seq: u64, replayed: bool) -> Option<Assignment> {
+        let rec = self.records.get(&seq)?;
         let story_id = self.resolve(rec.story);
         let story = self.stories.get(&story_id);
         let canonical = story.and_then(|s| self.records.get(&s.canonical));
-        Assignment {
+        Some(Assignment {
             headline_id: rec.headline.id.clone(),
             story_id,
             kind: rec.kind,
@@ -25,7 +25,7 @@ impl Engine {
             story_size: story.map_or(0, |s| s.members.len()),
             evidence: rec.scores.evidence(&rec.norm),
             replayed,
-        }
+        })
     }
 
     fn matched_id(&self, rec: &Record) -> Option<String> {
@@ -104,7 +104,7 @@ impl Engine {
 
     /// Counters.
     pub fn stats(&self) -> Stats {
-        let [new_stories, exact_duplicates, near_duplicates, same_story] = self.kinds;
+        let super::KindCounts { new_stories, exact_duplicates, near_duplicates, same_story } = self.kinds;
         Stats {
             headlines: self.records.len() as u64,
             stories: self.stories.len() as u64,

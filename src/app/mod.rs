@@ -1,0 +1,750 @@
+//! The application: a registry of namespaces, each with its engine, its
+//! settings and its queue of ingest batches, all kept in one store.
+//! Synchronous and free of gRPC types; the API layer runs these calls off
+//! the async executor.
+//!
+//! Nothing a request does can leave a namespace unusable: a panic while a
+//! batch is applied fails that batch alone (the rest of its group is
+//! applied again on the namespace as the store holds it), a failed commit
+//! throws the namespace's memory away and rebuilds it from the store, and
+//! a namespace that cannot be rebuilt answers UNAVAILABLE, is tried again
+//! on its next call, and turns the service's health NOT_SERVING until then.
+
+mod queue;
+mod settings_book;
+
+pub use settings_book::SettingsBook;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use queue::{Queue, Reply};
+use tokio::sync::{oneshot, watch};
+use tracing::{error, info};
+
+use crate::core::embed::{StaticModel, embedder_for};
+use crate::core::engine::Engine;
+use crate::core::settings::Settings;
+use crate::core::types::{
+    Assignment, Candidate, Headline, ItemError, Stats, StoredHeadline, StoryCursor, StoryId, StoryOrder, StoryQuery,
+    StoryView,
+};
+use crate::store::{Records, Store, StoredNamespace, panic_message};
+use crate::telemetry;
+
+/// The namespace used when a request names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The most namespaces a server holds unless told otherwise.
+pub const DEFAULT_MAX_NAMESPACES: u32 = 1000;
+
+/// Errors of the application layer. The API maps each to a gRPC status.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AppError {
+    /// A request field is malformed.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The field path.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// The namespace has never been written to.
+    #[error("namespace {0:?} not found")]
+    NamespaceNotFound(String),
+    /// No such story (or it lost all its members).
+    #[error("story {0:?} not found")]
+    StoryNotFound(String),
+    /// No such headline.
+    #[error("headline {0:?} not found")]
+    HeadlineNotFound(String),
+    /// A server limit was reached.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The change could not be made durable, or the namespace could not be
+    /// read from the store; nothing was applied.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The service failed while answering; nothing was applied.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// An invalid field.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument { field: field.into(), reason: reason.into() }
+    }
+}
+
+fn embedder_specs(settings: &Settings) -> String {
+    format!(
+        "embedder={} semantic_weight={} lexical_dim={} idf_power={}",
+        settings.embedder.name(),
+        settings.semantic_weight,
+        settings.lexical_dim,
+        settings.idf_power
+    )
+}
+
+/// Checks a namespace name: 1 to 64 of `a-z 0-9 _ -`.
+pub fn validate_namespace(name: &str) -> Result<(), AppError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok { Ok(()) } else { Err(AppError::invalid("namespace", "must be 1 to 64 characters of a-z, 0-9, '_' and '-'")) }
+}
+
+/// The namespace a request names ("" is the default one).
+pub fn namespace_or_default(name: &str) -> Result<&str, AppError> {
+    if name.is_empty() {
+        return Ok(DEFAULT_NAMESPACE);
+    }
+    validate_namespace(name)?;
+    Ok(name)
+}
+
+/// The answers to one ingest batch, in its order.
+pub type Answers = Vec<Result<Assignment, ItemError>>;
+
+/// One ingest batch, as validated at the edge.
+type Batch = Vec<Result<Headline, ItemError>>;
+
+/// A namespace's engine, or why it has none right now.
+enum Slot {
+    Ready(Box<Engine>),
+    /// Thrown away (after a failed commit or apply) and not yet rebuilt.
+    Broken(String),
+}
+
+/// One namespace: its engine, and the ingest batches waiting for it.
+///
+/// Ingest batches commit in groups (see [`Queue`]): the drainer applies
+/// every queued batch in queue order, makes them durable in one
+/// transaction and answers them all. Each batch is applied exactly as if it
+/// came alone, but concurrent callers share one commit (one fsync).
+struct Namespace {
+    engine: Mutex<Slot>,
+    queue: Queue<Batch, Result<Answers, AppError>>,
+}
+
+impl Namespace {
+    fn new(engine: Engine) -> Arc<Self> {
+        Arc::new(Self { engine: Mutex::new(Slot::Ready(Box::new(engine))), queue: Queue::default() })
+    }
+
+    /// The engine's slot. Every change to an engine runs under
+    /// `catch_unwind` and is undone by a rebuild if it fails, so a poisoned
+    /// lock can only come from a bug outside that: the engine is then
+    /// thrown away, to be rebuilt from the store.
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.engine.lock().unwrap_or_else(|poisoned: PoisonError<_>| {
+            let mut slot = poisoned.into_inner();
+            *slot = Slot::Broken("a request failed while holding the namespace".into());
+            self.engine.clear_poison();
+            slot
+        })
+    }
+}
+
+/// Which namespaces cannot be served, and the health that follows: SERVING
+/// while every namespace can.
+struct Health {
+    broken: Mutex<BTreeSet<String>>,
+    serving: watch::Sender<bool>,
+}
+
+impl Health {
+    fn mark(&self, namespace: &str, broken: Option<&str>) {
+        let mut set = self.broken.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = match broken {
+            Some(_) => set.insert(namespace.to_owned()),
+            None => set.remove(namespace),
+        };
+        if !changed {
+            return;
+        }
+        match broken {
+            Some(reason) => error!(namespace, reason, "namespace cannot be served; health is NOT_SERVING"),
+            None => info!(namespace, "namespace rebuilt from the store"),
+        }
+        let serving = set.is_empty();
+        if self.serving.send_replace(serving) != serving && serving {
+            info!("every namespace can be served; health is SERVING");
+        }
+    }
+}
+
+/// All namespaces, and the store that keeps them.
+pub struct App {
+    model: Arc<StaticModel>,
+    settings: SettingsBook,
+    store: Store,
+    namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
+    max_namespaces: usize,
+    health: Health,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+/// A queue of ingest batches that the caller must drain with
+/// [`App::drain`] because nobody else is.
+pub struct Drain {
+    name: String,
+    namespace: Arc<Namespace>,
+}
+
+/// An ingest batch queued by [`App::submit`].
+pub struct Submitted {
+    /// The batch's answers, once it is durable.
+    pub answer: Answer,
+    /// Set when the caller must run [`App::drain`] with it (off the async
+    /// executor) for the answer to come.
+    pub drain: Option<Drain>,
+}
+
+/// The answers to a submitted ingest batch, to wait for.
+pub struct Answer(oneshot::Receiver<Result<Answers, AppError>>);
+
+impl Answer {
+    /// Waits for the answers.
+    pub async fn answers(self) -> Result<Answers, AppError> {
+        self.0.await.unwrap_or_else(|_| Err(unanswered()))
+    }
+}
+
+/// The error of a caller whose batch was dropped without an answer.
+fn unanswered() -> AppError {
+    AppError::Internal("the batch was dropped unanswered; nothing of it was stored".into())
+}
+
+/// Runs `work`, turning a panic into an error.
+fn guarded<T>(what: &str, work: impl FnOnce() -> T) -> Result<T, AppError> {
+    catch_unwind(AssertUnwindSafe(work))
+        .map_err(|payload| AppError::Internal(format!("{what} failed: {}", panic_message(payload.as_ref()))))
+}
+
+/// Counts a batch's answers by kind.
+fn count_answers(namespace: &str, results: &[Result<Assignment, ItemError>]) {
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for result in results {
+        let kind = match result {
+            Err(_) => "rejected",
+            Ok(a) if a.replayed => "replayed",
+            Ok(a) => a.kind.name(),
+        };
+        *counts.entry(kind).or_default() += 1;
+    }
+    for (kind, count) in counts {
+        metrics::counter!(telemetry::HEADLINES, "namespace" => namespace.to_owned(), "kind" => kind).increment(count);
+    }
+}
+
+fn poisoned<T>(_: T) -> AppError {
+    AppError::Internal("the namespace registry is unusable after a failure".into())
+}
+
+impl App {
+    /// An application that keeps everything in memory.
+    pub fn in_memory(model: Arc<StaticModel>, settings: SettingsBook) -> anyhow::Result<Self> {
+        Self::open(model, settings, Store::in_memory()?)
+    }
+
+    /// An application on a store, with every stored namespace loaded.
+    /// Fails if the store cannot be read or a namespace's stored vectors
+    /// do not fit its configured embedder.
+    pub fn open(model: Arc<StaticModel>, settings: SettingsBook, store: Store) -> anyhow::Result<Self> {
+        let started = std::time::Instant::now();
+        let loaded = store.load_with(|stored, records| {
+            let name = stored.name.clone();
+            let engine = Self::restore(&model, &settings, stored, records)?;
+            let stats = engine.stats();
+            info!(namespace = %name, headlines = stats.headlines, stories = stats.stories, "namespace loaded");
+            anyhow::Ok((name, Namespace::new(engine)))
+        })?;
+        let namespaces: HashMap<_, _> = loaded.into_iter().collect();
+        info!(namespaces = namespaces.len(), elapsed_ms = started.elapsed().as_millis() as u64, "state loaded");
+        Ok(Self {
+            model,
+            settings,
+            store,
+            namespaces: RwLock::new(namespaces),
+            max_namespaces: DEFAULT_MAX_NAMESPACES as usize,
+            health: Health { broken: Mutex::new(BTreeSet::new()), serving: watch::Sender::new(true) },
+        })
+    }
+
+    /// The most namespaces this application holds; an ingest that would
+    /// create one more is refused with [`AppError::ResourceExhausted`].
+    /// Namespaces already stored always load.
+    pub fn with_max_namespaces(mut self, max: usize) -> Self {
+        self.max_namespaces = max;
+        self
+    }
+
+    /// Whether every namespace can be served, as it changes.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.health.serving.subscribe()
+    }
+
+    fn restore(
+        model: &Arc<StaticModel>,
+        settings: &SettingsBook,
+        stored: StoredNamespace,
+        records: &mut Records<'_>,
+    ) -> anyhow::Result<Engine> {
+        let name = &stored.name;
+        let configured = settings.get(name).clone();
+        let mut previous = Settings::default();
+        previous
+            .apply_all(stored.settings.iter().map(String::as_str))
+            .map_err(|e| anyhow::anyhow!("namespace {name:?}: stored settings are invalid: {e}"))?;
+        if !configured.same_vectors(&previous) {
+            anyhow::bail!(
+                "namespace {name:?} was built with other embedder settings ({}); its vectors cannot be compared \
+                 with the configured ones ({}): keep the embedder settings of an existing namespace",
+                embedder_specs(&previous),
+                embedder_specs(&configured)
+            );
+        }
+        if configured != previous {
+            info!(namespace = %name, settings = ?configured.specs(), "namespace settings changed");
+        }
+        let embedder = embedder_for(&configured, model);
+        Engine::restore(configured, embedder, stored.counters, &stored.redirects, records)
+            .map_err(|e| anyhow::anyhow!("namespace {name:?}: stored state is inconsistent: {e}"))
+    }
+
+    fn new_engine(&self, namespace: &str) -> Engine {
+        let settings = self.settings.get(namespace).clone();
+        let embedder = embedder_for(&settings, &self.model);
+        Engine::new(settings, embedder)
+    }
+
+    /// The namespace as the store holds it (empty if it was never
+    /// committed).
+    fn rebuild(&self, name: &str) -> Result<Engine, String> {
+        #[cfg(test)]
+        faults::on_rebuild()?;
+        let restored = guarded("reading the namespace", || {
+            self.store
+                .load_namespace(name, |stored, records| Self::restore(&self.model, &self.settings, stored, records))
+        });
+        match restored {
+            Ok(Ok(Some(engine))) => Ok(engine),
+            Ok(Ok(None)) => Ok(self.new_engine(name)),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The engine of a slot, rebuilt from the store first if it was thrown
+    /// away.
+    fn ready<'s>(&self, name: &str, slot: &'s mut Slot) -> Result<&'s mut Engine, AppError> {
+        if let Slot::Broken(why) = slot {
+            match self.rebuild(name) {
+                Ok(engine) => {
+                    *slot = Slot::Ready(Box::new(engine));
+                    self.health.mark(name, None);
+                }
+                Err(e) => {
+                    let reason = format!("{why}, and rebuilding it from the store failed: {e}");
+                    self.health.mark(name, Some(&reason));
+                    return Err(AppError::Unavailable(format!("namespace {name:?} cannot be read: {e}")));
+                }
+            }
+        }
+        match slot {
+            Slot::Ready(engine) => Ok(engine),
+            Slot::Broken(why) => Err(AppError::Unavailable(why.clone())),
+        }
+    }
+
+    /// Throws a namespace's memory away and rebuilds it from the store.
+    fn reset(&self, name: &str, slot: &mut Slot, why: &str) {
+        *slot = Slot::Broken(why.to_owned());
+        // A failure is recorded in the health and retried on the next call.
+        let _ = self.ready(name, slot);
+    }
+
+    /// Makes the changes of a namespace's engine durable, or, if that
+    /// fails, rebuilds the namespace from the store and reports the
+    /// failure, so memory never holds what the store does not.
+    fn commit(&self, name: &str, slot: &mut Slot) -> Result<(), AppError> {
+        let engine = self.ready(name, slot)?;
+        if !engine.has_changes() {
+            return Ok(());
+        }
+        let changes = engine.take_changes();
+        let started = std::time::Instant::now();
+        let committed = self.store.commit(name, &engine.settings().specs(), &changes);
+        metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        let Err(e) = committed else { return Ok(()) };
+        error!(namespace = name, error = %e, "commit failed; rebuilding the namespace from the store");
+        self.reset(name, slot, "a commit failed");
+        Err(AppError::Unavailable(e.to_string()))
+    }
+
+    fn namespace(&self, name: &str) -> Result<Arc<Namespace>, AppError> {
+        let map = self.namespaces.read().map_err(poisoned)?;
+        map.get(name).cloned().ok_or_else(|| AppError::NamespaceNotFound(name.to_owned()))
+    }
+
+    fn namespace_or_create(&self, name: &str) -> Result<Arc<Namespace>, AppError> {
+        if let Ok(namespace) = self.namespace(name) {
+            return Ok(namespace);
+        }
+        let mut map = self.namespaces.write().map_err(poisoned)?;
+        if let Some(namespace) = map.get(name) {
+            return Ok(Arc::clone(namespace));
+        }
+        if map.len() >= self.max_namespaces {
+            return Err(AppError::ResourceExhausted(format!(
+                "the server holds its limit of {} namespaces (--max-namespaces)",
+                self.max_namespaces
+            )));
+        }
+        let namespace = Namespace::new(self.new_engine(name));
+        map.insert(name.to_owned(), Arc::clone(&namespace));
+        Ok(namespace)
+    }
+
+    /// Runs a read on a namespace's engine.
+    fn read<T>(&self, name: &str, read: impl FnOnce(&Engine) -> T) -> Result<T, AppError> {
+        let namespace = self.namespace(name)?;
+        let mut slot = namespace.slot();
+        let engine = self.ready(name, &mut slot)?;
+        guarded("the read", || read(engine))
+    }
+
+    /// Assigns and stores a batch (creating the namespace if needed); the
+    /// answers come once the batch is durable, possibly in one commit with
+    /// concurrent batches (see [`Namespace`]). Blocks until then.
+    pub fn ingest(&self, namespace: &str, items: Vec<Result<Headline, ItemError>>) -> Result<Answers, AppError> {
+        let ns = self.namespace_or_create(namespace)?;
+        let (reply, answer) = std::sync::mpsc::channel();
+        if ns.queue.push(items, Reply::Blocking(reply)) {
+            self.drain(Drain { name: namespace.to_owned(), namespace: ns });
+        }
+        answer.recv().unwrap_or_else(|_| Err(unanswered()))
+    }
+
+    /// Queues a batch for [`App::ingest`]'s work without waiting: the
+    /// answer comes on [`Submitted::answer`], once somebody has drained the
+    /// queue (the caller itself when [`Submitted::drain`] is set).
+    pub fn submit(&self, namespace: &str, items: Vec<Result<Headline, ItemError>>) -> Result<Submitted, AppError> {
+        let ns = self.namespace_or_create(namespace)?;
+        let (reply, answer) = oneshot::channel();
+        let drain =
+            ns.queue.push(items, Reply::Async(reply)).then(|| Drain { name: namespace.to_owned(), namespace: ns });
+        Ok(Submitted { answer: Answer(answer), drain })
+    }
+
+    /// Applies, commits and answers queued ingest batches, a group at a
+    /// time, until the queue is empty. Every batch is answered.
+    pub fn drain(&self, work: Drain) {
+        let Drain { name, namespace } = work;
+        namespace.queue.drain(|group| self.apply_group(&name, &namespace, &group), || Err(unanswered()));
+    }
+
+    /// Applies a group of batches and commits them in one transaction. A
+    /// batch whose apply panics fails alone: the namespace is rebuilt from
+    /// the store and the group's other batches are applied again, each as
+    /// it would have been (the engine is deterministic and none of them has
+    /// been answered yet).
+    fn apply_group(&self, name: &str, namespace: &Namespace, group: &[Batch]) -> Vec<Result<Answers, AppError>> {
+        let mut slot = namespace.slot();
+        let mut answers: Vec<Option<Result<Answers, AppError>>> = vec![None; group.len()];
+        loop {
+            let engine = match self.ready(name, &mut slot) {
+                Ok(engine) => engine,
+                Err(e) => {
+                    answers.iter_mut().filter(|a| a.is_none()).for_each(|a| *a = Some(Err(e.clone())));
+                    break;
+                }
+            };
+            let mut applied = Vec::new();
+            let mut failed = None;
+            for (i, batch) in group.iter().enumerate() {
+                if answers.get(i).is_some_and(Option::is_some) {
+                    continue;
+                }
+                let apply = || {
+                    #[cfg(test)]
+                    faults::on_apply(batch);
+                    engine.ingest(batch)
+                };
+                match guarded("applying the batch", apply) {
+                    Ok(answered) => applied.push((i, answered)),
+                    Err(e) => {
+                        failed = Some((i, e));
+                        break;
+                    }
+                }
+            }
+            if let Some((i, e)) = failed {
+                error!(namespace = name, error = %e, "a batch failed; rebuilding the namespace from the store");
+                if let Some(answer) = answers.get_mut(i) {
+                    *answer = Some(Err(e));
+                }
+                self.reset(name, &mut slot, "a batch failed while it was applied");
+                continue;
+            }
+            let committed = self.commit(name, &mut slot);
+            for (i, answered) in applied {
+                if let Some(answer) = answers.get_mut(i) {
+                    *answer = Some(committed.clone().map(|()| {
+                        count_answers(name, &answered);
+                        answered
+                    }));
+                }
+            }
+            break;
+        }
+        answers.into_iter().map(|a| a.unwrap_or_else(|| Err(unanswered()))).collect()
+    }
+
+    /// The assignment a headline would get; nothing changes. A namespace
+    /// that does not exist yet answers as an empty one would.
+    pub fn match_headline(
+        &self,
+        namespace: &str,
+        headline: &Headline,
+        max_candidates: usize,
+    ) -> Result<(Assignment, Vec<Candidate>), AppError> {
+        match self.read(namespace, |engine| engine.match_headline(headline, max_candidates)) {
+            Err(AppError::NamespaceNotFound(_)) => {
+                guarded("the match", || self.new_engine(namespace).match_headline(headline, max_candidates))
+            }
+            other => other,
+        }
+    }
+
+    /// Clusters a batch among itself with the namespace's settings, storing
+    /// nothing. Returns the assignments and the stories, largest first.
+    pub fn cluster_batch(
+        &self,
+        namespace: &str,
+        items: &[Result<Headline, ItemError>],
+    ) -> Result<(Answers, Vec<StoryView>), AppError> {
+        guarded("clustering the batch", || {
+            let mut engine = self.new_engine(namespace);
+            let assignments = engine.ingest(items);
+            let query = StoryQuery {
+                start: None,
+                end: None,
+                min_size: 1,
+                order: StoryOrder::Size,
+                limit: usize::MAX,
+                after: None,
+            };
+            let (stories, _) = engine.list_stories(&query);
+            let stories = stories.into_iter().filter_map(|s| engine.story(s.id)).collect();
+            (assignments, stories)
+        })
+    }
+
+    /// A stored headline.
+    pub fn headline(&self, namespace: &str, id: &str) -> Result<StoredHeadline, AppError> {
+        self.read(namespace, |engine| engine.headline(id))?.ok_or_else(|| AppError::HeadlineNotFound(id.to_owned()))
+    }
+
+    /// A story with its members.
+    pub fn story(&self, namespace: &str, id: &str) -> Result<StoryView, AppError> {
+        let story_id: StoryId = id.parse().map_err(|()| AppError::StoryNotFound(id.to_owned()))?;
+        self.read(namespace, |engine| engine.story(story_id))?.ok_or_else(|| AppError::StoryNotFound(id.to_owned()))
+    }
+
+    /// One page of stories.
+    pub fn list_stories(
+        &self,
+        namespace: &str,
+        query: &StoryQuery,
+    ) -> Result<(Vec<StoryView>, Option<StoryCursor>), AppError> {
+        self.read(namespace, |engine| engine.list_stories(query))
+    }
+
+    /// One page of stories with their members, read under one lock.
+    pub fn list_stories_with_members(&self, namespace: &str, query: &StoryQuery) -> Result<Vec<StoryView>, AppError> {
+        self.read(namespace, |engine| {
+            let (page, _) = engine.list_stories(query);
+            page.into_iter().filter_map(|story| engine.story(story.id)).collect()
+        })
+    }
+
+    /// Deletes headlines; returns the count deleted and the ids not found.
+    pub fn delete(&self, name: &str, ids: &[String]) -> Result<(usize, Vec<String>), AppError> {
+        let namespace = self.namespace(name)?;
+        let mut slot = namespace.slot();
+        let engine = self.ready(name, &mut slot)?;
+        match guarded("the deletion", || engine.delete(ids)) {
+            Ok(result) => {
+                self.commit(name, &mut slot)?;
+                Ok(result)
+            }
+            Err(e) => {
+                error!(namespace = name, error = %e, "a deletion failed; rebuilding the namespace from the store");
+                self.reset(name, &mut slot, "a deletion failed while it was applied");
+                Err(e)
+            }
+        }
+    }
+
+    /// The names of the namespaces, sorted.
+    pub fn namespaces(&self) -> Result<Vec<String>, AppError> {
+        let mut names: Vec<String> = self.namespaces.read().map_err(poisoned)?.keys().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Counters of one namespace, or of all (by name) when `namespace` is
+    /// `None`.
+    pub fn stats(&self, namespace: Option<&str>) -> Result<Vec<(String, Stats)>, AppError> {
+        let names = match namespace {
+            Some(name) => vec![name.to_owned()],
+            None => self.namespaces()?,
+        };
+        names
+            .into_iter()
+            .map(|name| {
+                let stats = self.read(&name, Engine::stats)?;
+                Ok((name, stats))
+            })
+            .collect()
+    }
+
+    /// Sets the per-namespace gauges (stored headlines, stories, index
+    /// size) and the merge counters from the current state.
+    pub fn publish_metrics(&self) -> Result<(), AppError> {
+        for (namespace, stats) in self.stats(None)? {
+            let label = || ("namespace", namespace.clone());
+            metrics::gauge!(telemetry::STORED, &[label()]).set(stats.headlines as f64);
+            metrics::gauge!(telemetry::STORIES, &[label()]).set(stats.stories as f64);
+            metrics::gauge!(telemetry::INDEXED, &[label()]).set(stats.indexed_vectors as f64);
+            metrics::counter!(telemetry::MERGES, &[label()]).absolute(stats.merges);
+        }
+        Ok(())
+    }
+}
+
+/// Faults the tests below inject into the thread that drains.
+#[cfg(test)]
+mod faults {
+    use std::cell::Cell;
+
+    use super::Batch;
+
+    thread_local! {
+        /// A batch holding this headline id panics while it is applied.
+        pub static PANIC_ON: Cell<Option<&'static str>> = const { Cell::new(None) };
+        /// Rebuilding a namespace from the store fails.
+        pub static NO_REBUILD: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub fn on_apply(batch: &Batch) {
+        if let Some(id) = PANIC_ON.get() {
+            assert!(!batch.iter().flatten().any(|h| h.id == id), "a fault injected into {id}");
+        }
+    }
+
+    pub fn on_rebuild() -> Result<(), String> {
+        if NO_REBUILD.get() { Err("an injected fault".into()) } else { Ok(()) }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::core::types::{DAY_MS, MatchKind};
+
+    fn app() -> App {
+        let model = Arc::new(StaticModel::bundled().expect("model"));
+        App::in_memory(model, SettingsBook::default()).expect("app")
+    }
+
+    fn headline(id: &str, text: &str, published: i64) -> Result<Headline, ItemError> {
+        Ok(Headline { id: id.into(), text: text.into(), source: None, url: None, published })
+    }
+
+    fn wait(answer: Answer) -> Result<Answers, AppError> {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        runtime.block_on(answer.answers())
+    }
+
+    const PKK: &str = "Kurdish rebel group PKK says it is withdrawing its fighters from Turkey to Iraq";
+    const FED: &str = "Fed raises interest rates by a quarter point";
+    const NOW: i64 = 100 * DAY_MS;
+
+    #[test]
+    fn a_retried_old_headline_beside_a_new_one_leaves_the_namespace_answering() {
+        let app = app();
+        app.ingest("default", vec![headline("a", PKK, NOW - 40 * DAY_MS)]).expect("first");
+        let answers = app
+            .ingest("default", vec![headline("a", PKK, NOW - 40 * DAY_MS), headline("b", FED, NOW)])
+            .expect("the retry with a new headline is answered");
+        assert!(answers[0].as_ref().is_ok_and(|a| a.replayed), "{answers:?}");
+        assert!(answers[1].as_ref().is_ok_and(|a| a.kind == MatchKind::NewStory), "{answers:?}");
+        let later = app.ingest("default", vec![headline("c", "Cat rescued from tree by firefighters", NOW)]);
+        assert!(later.is_ok_and(|a| a[0].is_ok()));
+        assert!(app.headline("default", "b").is_ok());
+        assert!(*app.serving().borrow());
+    }
+
+    #[test]
+    fn a_batch_that_panics_fails_alone_and_its_group_is_applied_as_if_it_never_came() {
+        let app = app();
+        app.ingest("default", vec![headline("old", PKK, NOW)]).expect("first");
+        // Three batches in one group: the middle one panics.
+        let first = app.submit("default", vec![headline("x1", FED, NOW)]).expect("submit");
+        let bad = app.submit("default", vec![headline("boom", "Markets slide", NOW)]).expect("submit");
+        let last = app.submit("default", vec![headline("x2", PKK, NOW + 1)]).expect("submit");
+        assert!(bad.drain.is_none() && last.drain.is_none());
+        faults::PANIC_ON.set(Some("boom"));
+        app.drain(first.drain.expect("the first submitter drains"));
+        faults::PANIC_ON.set(None);
+        assert!(matches!(wait(bad.answer), Err(AppError::Internal(_))));
+        let x1 = wait(first.answer).expect("answered");
+        let x2 = wait(last.answer).expect("answered");
+        assert_eq!(x1[0].as_ref().map(|a| a.kind), Ok(MatchKind::NewStory));
+        assert_eq!(
+            x2[0].as_ref().map(|a| (a.kind, a.matched_headline_id.as_deref())),
+            Ok((MatchKind::ExactDuplicate, Some("old")))
+        );
+        assert!(app.headline("default", "boom").is_err(), "nothing of the failed batch is stored");
+        let again = app.ingest("default", vec![headline("boom", "Markets slide", NOW)]).expect("answers again");
+        assert!(again[0].as_ref().is_ok_and(|a| !a.replayed));
+        assert_eq!(app.stats(Some("default")).expect("stats")[0].1.headlines, 4);
+    }
+
+    #[test]
+    fn a_namespace_that_cannot_be_rebuilt_is_not_served_until_it_can() {
+        let app = app();
+        app.ingest("default", vec![headline("a", PKK, NOW)]).expect("first");
+        let health = app.serving();
+        faults::PANIC_ON.set(Some("boom"));
+        faults::NO_REBUILD.set(true);
+        let failed = app.ingest("default", vec![headline("boom", FED, NOW)]);
+        faults::PANIC_ON.set(None);
+        assert!(matches!(failed, Err(AppError::Internal(_))), "{failed:?}");
+        assert!(!*health.borrow(), "health is NOT_SERVING while the namespace cannot be rebuilt");
+        assert!(matches!(app.headline("default", "a"), Err(AppError::Unavailable(_))));
+        faults::NO_REBUILD.set(false);
+        assert_eq!(app.headline("default", "a").map(|h| h.headline.id), Ok("a".to_owned()));
+        assert!(*health.borrow(), "SERVING again once rebuilt");
+    }
+
+    #[test]
+    fn namespace_names_are_checked() {
+        assert_eq!(namespace_or_default(""), Ok(DEFAULT_NAMESPACE));
+        assert_eq!(namespace_or_default("news-fr_2"), Ok("news-fr_2"));
+        for bad in ["News", "a b", "x".repeat(65).as_str(), "é"] {
+            assert!(namespace_or_default(bad).is_err(), "{bad}");
+        }
+    }
+}
