@@ -65,8 +65,11 @@ async fn acknowledged_headlines_survive_sigkill_and_retries_complete_exactly_onc
     let mut unanswered: HashSet<String> = HashSet::new();
     let mut next = 0usize;
     let mut rng = XorShift(0x5eed_1234_abcd_ef01);
+    // Cycles in which the kill cut a stream of acknowledged batches short,
+    // rather than landing before the first answer.
     let mut kills_mid_stream = 0;
     for _ in 0..cycles {
+        let mut acked_this_cycle = 0;
         let mut server = Served::durable(dir.path());
         verify(&server, &acked).await;
         let pid = server.child.id();
@@ -91,10 +94,13 @@ async fn acknowledged_headlines_survive_sigkill_and_retries_complete_exactly_onc
                         }
                     }
                     next += 1;
+                    acked_this_cycle += 1;
                 }
                 Err(_) => {
                     unanswered.extend(batch.iter().map(|h| h.id.clone()));
-                    kills_mid_stream += 1;
+                    if acked_this_cycle > 0 {
+                        kills_mid_stream += 1;
+                    }
                     break;
                 }
             }

@@ -306,7 +306,8 @@ async fn match_is_a_dry_run_and_cluster_batch_stores_nothing() {
     let novel_assignment = novel.assignment.expect("assignment");
     assert_eq!(novel_assignment.kind, MatchKind::NewStory as i32);
     assert!(novel_assignment.story_id.is_empty());
-    assert!(novel.candidates.iter().all(|c| c.headline_id == "a"));
+    let considered: Vec<&str> = novel.candidates.iter().map(|c| c.headline_id.as_str()).collect();
+    assert_eq!(considered, vec!["a"], "the one stored headline was considered, and refused");
 
     let clustered = client
         .cluster_batch(pb::ClusterBatchRequest {
@@ -464,7 +465,7 @@ async fn a_labelled_file_over_grpc_clusters_well_and_like_the_engine_in_process(
     let f1 = bcubed_f1(&gold, &over_grpc);
     assert!(f1 >= 0.9, "B-cubed F1 {f1:.3}");
 
-    let app = App::in_memory(model(), SettingsBook::default());
+    let app = App::in_memory(model(), SettingsBook::default()).expect("app");
     for chunk in rows.chunks(128) {
         let now = headline_dedup::dataset::parse_rfc3339("2014-03-12T12:00:00Z").expect("time");
         let items = chunk

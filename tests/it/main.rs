@@ -1,6 +1,7 @@
 //! Integration tests: the real server over real gRPC, and the real binary
 //! driven by third-party clients. One test binary, one module per area.
 
+mod abuse;
 mod bad_input;
 mod cli;
 mod durability;
