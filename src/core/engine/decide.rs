@@ -1,9 +1,16 @@
 //! The decision for one headline: exact, near-duplicate, same-story or new
-//! story, with the scores that decided it. Deciding changes nothing.
+//! story, with the scores that decided it. The decision reads immutable
+//! views of the engine's parts ([`View`]) and changes nothing.
 
-use super::Engine;
+use super::book::StoryBook;
+use super::exact::ExactIndex;
+use super::ledger::Ledger;
+use super::windowed;
 use crate::core::compare::{near_duplicate_veto, string_similarity};
-use crate::core::normalize::{Normalized, normalize};
+use crate::core::index::SegmentedIndex;
+use crate::core::normalize::Normalized;
+use crate::core::settings::Settings;
+use crate::core::story::Story;
 use crate::core::types::{Assignment, Candidate, Evidence, Headline, MatchKind, Millis, StoryId};
 use crate::core::vector::QuantizedVector;
 
@@ -106,16 +113,42 @@ pub struct ScoredCandidate {
     pub story_score: f32,
 }
 
-impl Engine {
+/// What the decision reads: immutable views of the engine's parts. The
+/// decision changes nothing.
+pub(super) struct View<'a> {
+    pub(super) settings: &'a Settings,
+    pub(super) ledger: &'a Ledger,
+    pub(super) exact: &'a ExactIndex,
+    pub(super) book: &'a StoryBook,
+    pub(super) index: &'a SegmentedIndex,
+}
+
+impl View<'_> {
+    /// Whether `story` still absorbs headlines at event time `time`.
+    fn alive_at(&self, story: &Story, time: Millis) -> bool {
+        let (from, to) = windowed(story.first_seen, story.last_seen, self.settings.story_window);
+        from <= time && time <= to
+    }
+
+    /// A candidate's string similarity with `norm`, computed if the
+    /// decision did not need it.
+    pub(super) fn string_similarity(&self, candidate: &ScoredCandidate, norm: &Normalized) -> f32 {
+        candidate.string.unwrap_or_else(|| {
+            self.ledger.get(candidate.seq).map_or(0.0, |r| string_similarity(&norm.text, &r.norm.text))
+        })
+    }
+
     /// The assignment a headline would get, and the candidates considered,
-    /// best first. Changes nothing.
-    pub fn match_headline(&self, headline: &Headline, max_candidates: usize) -> (Assignment, Vec<Candidate>) {
-        let norm = normalize(&headline.text, headline.source.as_deref());
-        let decision = self
-            .decide_exact(headline.published, &norm)
-            .unwrap_or_else(|| self.decide_similar(headline.published, &norm, &self.embed(&norm)));
-        let story = decision.story.and_then(|id| self.stories.get(&id));
-        let record = |seq: u64| self.records.get(&seq);
+    /// best first, from its decision.
+    pub(super) fn explain(
+        &self,
+        headline: &Headline,
+        norm: &Normalized,
+        decision: &Decision,
+        max_candidates: usize,
+    ) -> (Assignment, Vec<Candidate>) {
+        let story = decision.story.and_then(|id| self.book.get(id));
+        let record = |seq: u64| self.ledger.get(seq);
         let canonical = story.and_then(|s| record(s.canonical));
         let assignment = Assignment {
             headline_id: headline.id.clone(),
@@ -126,7 +159,7 @@ impl Engine {
             canonical_headline_id: canonical.map(|r| r.headline.id.clone()).unwrap_or_default(),
             canonical_text: canonical.map(|r| r.headline.text.clone()).unwrap_or_default(),
             story_size: story.map_or(0, |s| s.members.len()),
-            evidence: decision.scores.evidence(&norm),
+            evidence: decision.scores.evidence(norm),
             replayed: false,
         };
         let candidates = decision
@@ -139,7 +172,7 @@ impl Engine {
                     text: rec.headline.text.clone(),
                     story_id: c.story,
                     vector_similarity: c.vector,
-                    string_similarity: self.string_similarity(c, &norm),
+                    string_similarity: self.string_similarity(c, norm),
                     story_similarity: c.story_score,
                 })
             })
@@ -148,23 +181,15 @@ impl Engine {
         (assignment, candidates)
     }
 
-    /// A candidate's string similarity with `norm`, computed if the
-    /// decision did not need it.
-    fn string_similarity(&self, candidate: &ScoredCandidate, norm: &Normalized) -> f32 {
-        candidate.string.unwrap_or_else(|| {
-            self.records.get(&candidate.seq).map_or(0.0, |r| string_similarity(&norm.text, &r.norm.text))
-        })
-    }
-
     /// The exact tier: an equal normalised text in a live story.
     pub(super) fn decide_exact(&self, time: Millis, norm: &Normalized) -> Option<Decision> {
         let (seq, story) = self
             .exact
-            .get(&norm.key)
-            .and_then(|&seq| self.records.get(&seq).map(|rec| (seq, rec)))
+            .holder(norm.key)
+            .and_then(|seq| self.ledger.get(seq).map(|rec| (seq, rec)))
             .filter(|(_, rec)| rec.norm.text == norm.text)
-            .map(|(seq, rec)| (seq, self.resolve(rec.story)))
-            .filter(|(_, story)| self.stories.get(story).is_some_and(|st| self.alive_at(st, time)))?;
+            .map(|(seq, rec)| (seq, self.book.resolve(rec.story)))
+            .filter(|(_, story)| self.book.get(*story).is_some_and(|st| self.alive_at(st, time)))?;
         Some(Decision {
             kind: MatchKind::ExactDuplicate,
             story: Some(story),
@@ -177,15 +202,15 @@ impl Engine {
 
     /// The near-duplicate and same-story tiers, from the index candidates.
     pub(super) fn decide_similar(&self, time: Millis, norm: &Normalized, vector: &QuantizedVector) -> Decision {
-        let s = &self.settings;
-        let (from, to) = self.windowed(time, time);
+        let s = self.settings;
+        let (from, to) = windowed(time, time, s.story_window);
         let hits = self.index.search(vector.values(), from, to, s.candidates);
         let mut candidates: Vec<ScoredCandidate> = Vec::with_capacity(hits.len());
         let mut story_scores: Vec<(StoryId, f32)> = Vec::new();
         for (seq, cos) in hits {
-            let Some(rec) = self.records.get(&seq) else { continue };
-            let story_id = self.resolve(rec.story);
-            let Some(story) = self.stories.get(&story_id).filter(|st| self.alive_at(st, time)) else {
+            let Some(rec) = self.ledger.get(seq) else { continue };
+            let story_id = self.book.resolve(rec.story);
+            let Some(story) = self.book.get(story_id).filter(|st| self.alive_at(st, time)) else {
                 continue;
             };
             let story_score = match story_scores.iter().find(|(id, _)| *id == story_id) {
@@ -201,7 +226,7 @@ impl Engine {
         }
         let near = candidates.iter().find(|c| {
             c.string.is_some_and(|string| string >= s.near_string_threshold)
-                && self.records.get(&c.seq).is_some_and(|r| near_duplicate_veto(&norm.text, &r.norm.text).is_none())
+                && self.ledger.get(c.seq).is_some_and(|r| near_duplicate_veto(&norm.text, &r.norm.text).is_none())
         });
         if let Some(c) = near {
             return Decision {

@@ -6,7 +6,8 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 
-use super::{Numbered, Record};
+use super::Numbered;
+use super::ledger::Record;
 
 #[derive(Default)]
 pub(super) struct IdIndex {

@@ -1,5 +1,18 @@
 //! The engine of one namespace: the path of a headline from its normalised
-//! text to a story, and the stories themselves.
+//! text to a story. It wires parts that each own one thing:
+//!
+//! - the [`ledger`](ledger::Ledger): the stored headlines (by sequence
+//!   number, id and time, counts by kind);
+//! - the [`exact index`](exact::ExactIndex): which stored headline holds
+//!   each normalised wording;
+//! - the [`story book`](book::StoryBook): stories, merge redirects, story
+//!   numbers;
+//! - the vector index ([`SegmentedIndex`]): the exemplars' vectors, by time;
+//! - the namespace's word statistics ([`TermStats`]).
+//!
+//! The decision ([`decide::View`]) reads immutable views of them; applying
+//! a decision, consolidating stories ([`consolidate`]), removing headlines
+//! and restoring ([`persist`]) are the engine's own.
 //!
 //! Joining a story compares a headline with the story as a whole: its mean
 //! similarity to the members (the dot product with the mean of their
@@ -21,16 +34,22 @@
 //!   map, term counts, index graphs) is a function of the stored records, so
 //!   the same input gives the same stories before and after a reload.
 
+mod book;
+mod consolidate;
 mod decide;
+mod exact;
 mod ids;
-mod merge;
+mod ledger;
 mod persist;
 mod query;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use ids::IdIndex;
+use book::StoryBook;
+use decide::{Decision, View};
+use exact::ExactIndex;
+use ledger::{Ledger, Record};
 use persist::Journal;
 pub use persist::{Changes, Counters, PersistedRecord};
 
@@ -38,10 +57,9 @@ use super::embed::{Embedder, TermStats};
 use super::index::SegmentedIndex;
 use super::normalize::{Normalized, normalize, stable_hash};
 use super::settings::Settings;
-use super::story::{MemberInfo, Story};
-use super::types::{Assignment, Headline, ItemError, MatchKind, Millis, StoryId};
+use super::story::Story;
+use super::types::{Assignment, Candidate, Headline, ItemError, MatchKind, Millis, StoryId};
 use super::vector::QuantizedVector;
-use decide::{Decision, Scores};
 
 /// A same-story headline whose vector is at least this close to one of the
 /// story's exemplars adds nothing to the index.
@@ -58,36 +76,9 @@ const SEGMENTS_PER_WINDOW: Millis = 4;
 /// story ids): no client chooses these keys, so a fast fixed hasher serves.
 type Numbered<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
-/// A stored headline.
-#[derive(Debug)]
-struct Record {
-    headline: Headline,
-    norm: Normalized,
-    /// Its vector, shared by the exact duplicates of one wording; `None`
-    /// for an exemplar, whose vector the index keeps.
-    vector: Option<Arc<QuantizedVector>>,
-    /// The story it was assigned to (resolve through the redirects).
-    story: StoryId,
-    kind: MatchKind,
-    matched: Option<u64>,
-    similarity: f32,
-    scores: Scores,
-}
-
-impl Record {
-    /// Whether it is one of its story's exemplars in the index.
-    fn exemplar(&self) -> bool {
-        self.vector.is_none()
-    }
-}
-
-/// A stored headline's vector: its own, or the index's for an exemplar.
-fn vector_in<'a>(records: &'a Numbered<u64, Record>, index: &'a SegmentedIndex, seq: u64) -> Option<&'a [i8]> {
-    let rec = records.get(&seq)?;
-    match &rec.vector {
-        Some(vector) => Some(vector.values()),
-        None => index.vector(seq, rec.headline.published),
-    }
+/// The event times within `window` of `[first, last]`.
+fn windowed(first: Millis, last: Millis, window: Millis) -> (Millis, Millis) {
+    (first.saturating_sub(window), last.saturating_add(window))
 }
 
 /// The error of a new headline older than the retention period.
@@ -95,67 +86,31 @@ fn too_old() -> ItemError {
     ItemError::invalid("published_time", "older than the namespace's retention period behind its newest headline")
 }
 
-/// What a story needs to know about a stored headline.
-fn member_in<'a>(records: &'a Numbered<u64, Record>, index: &'a SegmentedIndex, seq: u64) -> Option<MemberInfo<'a>> {
-    let rec = records.get(&seq)?;
-    Some(MemberInfo {
-        time: rec.headline.published,
-        key: rec.norm.key,
-        vector: vector_in(records, index, seq)?,
-        exemplar: rec.exemplar(),
-    })
-}
-
-/// Stored headlines by kind.
-#[derive(Debug, Clone, Copy, Default)]
-struct KindCounts {
-    new_stories: u64,
-    exact_duplicates: u64,
-    near_duplicates: u64,
-    same_story: u64,
-}
-
-impl KindCounts {
-    fn of(&mut self, kind: MatchKind) -> &mut u64 {
-        match kind {
-            MatchKind::NewStory => &mut self.new_stories,
-            MatchKind::ExactDuplicate => &mut self.exact_duplicates,
-            MatchKind::NearDuplicate => &mut self.near_duplicates,
-            MatchKind::SameStory => &mut self.same_story,
-        }
-    }
-}
-
 /// One namespace's headlines, stories and index.
 pub struct Engine {
     settings: Settings,
     embedder: Arc<dyn Embedder>,
     terms: TermStats,
-    records: Numbered<u64, Record>,
-    /// Stored headlines by kind.
-    kinds: KindCounts,
-    by_id: IdIndex,
-    by_time: BTreeSet<(Millis, u64)>,
-    /// Exact key → the newest stored headline with that wording that is not
-    /// itself an exact duplicate.
-    exact: HashMap<u64, u64>,
-    /// Exact key → the older headlines of that wording that are not exact
-    /// duplicates themselves, ascending; only for the keys that have any.
-    shadowed: HashMap<u64, Vec<u64>>,
-    stories: Numbered<StoryId, Story>,
-    redirects: Numbered<StoryId, StoryId>,
+    ledger: Ledger,
+    exact: ExactIndex,
+    book: StoryBook,
     index: SegmentedIndex,
-    /// The counters, with the retention clock.
-    counters: Counters,
-    changes: Journal,
+    /// The next headline sequence number.
+    next_seq: u64,
+    /// The latest event time ever accepted: the retention clock, which
+    /// never moves backwards (not even when that headline is deleted).
+    watermark: Millis,
+    /// The headlines added and removed since the last
+    /// [`Engine::take_changes`].
+    journal: Journal,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("settings", &self.settings)
-            .field("headlines", &self.records.len())
-            .field("stories", &self.stories.len())
+            .field("headlines", &self.ledger.len())
+            .field("stories", &self.book.len())
             .field("index", &self.index)
             .finish()
     }
@@ -164,28 +119,47 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// An empty engine.
     pub fn new(settings: Settings, embedder: Arc<dyn Embedder>) -> Self {
+        let counters = Counters::default();
         let index = SegmentedIndex::new(settings.story_window / SEGMENTS_PER_WINDOW, embedder.dim());
+        let book = StoryBook::new(embedder.dim(), counters.next_story, counters.merges);
         Self {
             settings,
             embedder,
             terms: TermStats::default(),
-            records: Numbered::default(),
-            kinds: KindCounts::default(),
-            by_id: IdIndex::default(),
-            by_time: BTreeSet::new(),
-            exact: HashMap::new(),
-            shadowed: HashMap::new(),
-            stories: Numbered::default(),
-            redirects: Numbered::default(),
+            ledger: Ledger::default(),
+            exact: ExactIndex::default(),
+            book,
             index,
-            counters: Counters::default(),
-            changes: Journal::default(),
+            next_seq: counters.next_seq,
+            watermark: counters.watermark,
+            journal: Journal::default(),
         }
     }
 
     /// The settings.
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The counters that survive a reload.
+    fn counters(&self) -> Counters {
+        Counters {
+            next_seq: self.next_seq,
+            next_story: self.book.next_story(),
+            merges: self.book.merges(),
+            watermark: self.watermark,
+        }
+    }
+
+    /// What the decision reads.
+    fn decision_view(&self) -> View<'_> {
+        View {
+            settings: &self.settings,
+            ledger: &self.ledger,
+            exact: &self.exact,
+            book: &self.book,
+            index: &self.index,
+        }
     }
 
     /// Assigns and stores a batch. Items that failed validation keep their
@@ -197,25 +171,25 @@ impl Engine {
     /// that fell behind it leave, so a retried headline is answered even if
     /// it leaves with this very batch.
     pub fn ingest(&mut self, items: &[Result<Headline, ItemError>]) -> Vec<Result<Assignment, ItemError>> {
-        let valid: Vec<(usize, &Headline)> =
+        let mut order: Vec<(usize, &Headline)> =
             items.iter().enumerate().filter_map(|(i, item)| item.as_ref().ok().map(|h| (i, h))).collect();
-        let mut order: Vec<(usize, &Headline)> = valid;
         order.sort_by_key(|&(i, h)| (h.published, stable_hash(h.id.as_bytes()), i));
         let cutoff = self.batch_cutoff(order.iter().map(|&(_, h)| h));
         let mut outcome: Vec<Option<Result<(u64, bool), ItemError>>> = vec![None; items.len()];
         let mut touched: BTreeMap<StoryId, BTreeSet<StoryId>> = BTreeMap::new();
         for (i, headline) in order {
-            let decided = match self.by_id.get(&headline.id, &self.records) {
-                Some(seq) if self.records.get(&seq).is_some_and(|r| r.headline.text == headline.text) => {
-                    Ok((seq, true))
-                }
+            let stored = self.ledger.seq_of(&headline.id).map(|seq| (seq, self.ledger.get(seq)));
+            let decided = match stored {
+                Some((seq, Some(record))) if record.headline.text == headline.text => Ok((seq, true)),
                 Some(_) => Err(ItemError::conflict(&headline.id)),
                 None if cutoff.is_some_and(|c| headline.published < c) => Err(too_old()),
-                None => {
-                    let (seq, story, near) = self.apply(headline.clone());
-                    touched.entry(story).or_default().extend(near);
-                    Ok((seq, false))
-                }
+                None => match self.apply(headline.clone()) {
+                    Some((seq, story, near)) => {
+                        touched.entry(story).or_default().extend(near);
+                        Ok((seq, false))
+                    }
+                    None => Err(ItemError::internal(&headline.id)),
+                },
             };
             if let Some(slot) = outcome.get_mut(i) {
                 *slot = Some(decided);
@@ -250,21 +224,32 @@ impl Engine {
     /// newest one, so the loop reaches its fixed point in a few rounds.
     fn batch_cutoff<'h>(&self, order: impl Iterator<Item = &'h Headline> + Clone) -> Option<Millis> {
         let retention = self.settings.retention?;
-        let mut newest = self.counters.watermark;
+        let mut newest = self.watermark;
         loop {
             let cutoff = newest.saturating_sub(retention);
             let mut seen: BTreeSet<&str> = BTreeSet::new();
             let accepted = order
                 .clone()
-                .filter(|h| h.published >= cutoff && self.by_id.get(&h.id, &self.records).is_none())
+                .filter(|h| h.published >= cutoff && self.ledger.seq_of(&h.id).is_none())
                 .filter(|h| seen.insert(h.id.as_str()))
                 .map(|h| h.published)
-                .fold(self.counters.watermark, Millis::max);
+                .fold(self.watermark, Millis::max);
             if accepted <= newest {
                 return Some(cutoff);
             }
             newest = accepted;
         }
+    }
+
+    /// The assignment a headline would get, and the candidates considered,
+    /// best first. Changes nothing.
+    pub fn match_headline(&self, headline: &Headline, max_candidates: usize) -> (Assignment, Vec<Candidate>) {
+        let norm = normalize(&headline.text, headline.source.as_deref());
+        let view = self.decision_view();
+        let decision = view
+            .decide_exact(headline.published, &norm)
+            .unwrap_or_else(|| view.decide_similar(headline.published, &norm, &self.embed(&norm)));
+        view.explain(headline, &norm, &decision, max_candidates)
     }
 
     /// The vector of a normalised text, as the engine stores and compares
@@ -278,80 +263,37 @@ impl Engine {
         QuantizedVector::new(&vector)
     }
 
-    /// A stored headline's vector.
-    fn vector(&self, seq: u64) -> Option<&[i8]> {
-        vector_in(&self.records, &self.index, seq)
-    }
-
     /// A stored headline's vector, to share with an exact duplicate.
     fn shared_vector(&self, seq: u64) -> Option<Arc<QuantizedVector>> {
-        match &self.records.get(&seq)?.vector {
+        match &self.ledger.get(seq)?.vector {
             Some(vector) => Some(Arc::clone(vector)),
-            None => self.vector(seq).map(|v| Arc::new(QuantizedVector::from_values(v.into()))),
+            None => self.ledger.vector(&self.index, seq).map(|v| Arc::new(QuantizedVector::from_values(v.into()))),
         }
-    }
-
-    /// What a story needs to know about a stored headline.
-    fn member(&self, seq: u64) -> Option<MemberInfo<'_>> {
-        member_in(&self.records, &self.index, seq)
-    }
-
-    /// The story that `id` was merged into, through every redirect (`id`
-    /// itself if it was never merged); `None` if the redirects form a cycle,
-    /// which merges never make (only a damaged store could hold one).
-    fn try_resolve(&self, mut id: StoryId) -> Option<StoryId> {
-        for _ in 0..=self.redirects.len() {
-            match self.redirects.get(&id) {
-                Some(&next) => id = next,
-                None => return Some(id),
-            }
-        }
-        None
-    }
-
-    /// The story that `id` was merged into; a cycle (never made by merges,
-    /// refused at restore) resolves to `id` itself.
-    fn resolve(&self, id: StoryId) -> StoryId {
-        self.try_resolve(id).unwrap_or(id)
-    }
-
-    /// The event times within the story window of `[first, last]`.
-    fn windowed(&self, first: Millis, last: Millis) -> (Millis, Millis) {
-        let window = self.settings.story_window;
-        (first.saturating_sub(window), last.saturating_add(window))
     }
 
     /// The event times at which a story absorbs headlines.
     fn alive_span(&self, story: &Story) -> (Millis, Millis) {
-        self.windowed(story.first_seen, story.last_seen)
-    }
-
-    fn alive_at(&self, story: &Story, time: Millis) -> bool {
-        let (from, to) = self.alive_span(story);
-        from <= time && time <= to
+        windowed(story.first_seen, story.last_seen, self.settings.story_window)
     }
 
     /// Decides and stores one new headline; returns its sequence number,
-    /// its story and the stories of its candidates.
-    fn apply(&mut self, headline: Headline) -> (u64, StoryId, Vec<StoryId>) {
+    /// its story and the stories of its candidates (`None` if it could not
+    /// be stored, which only an inconsistent engine would do).
+    fn apply(&mut self, headline: Headline) -> Option<(u64, StoryId, Vec<StoryId>)> {
         let norm = normalize(&headline.text, headline.source.as_deref());
         let time = headline.published;
-        let exact = self.decide_exact(time, &norm).and_then(|decision| {
+        let view = self.decision_view();
+        let exact = view.decide_exact(time, &norm).and_then(|decision| {
             let vector = decision.matched.and_then(|m| self.shared_vector(m))?;
             Some((decision, vector))
         });
         let (decision, vector) = exact.unwrap_or_else(|| {
             let vector = self.embed(&norm);
-            (self.decide_similar(time, &norm, &vector), Arc::new(vector))
+            (view.decide_similar(time, &norm, &vector), Arc::new(vector))
         });
-        let seq = self.counters.next_seq;
-        self.counters.next_seq += 1;
-        let story_id = decision.story.unwrap_or_else(|| {
-            let id = StoryId(self.counters.next_story);
-            self.counters.next_story += 1;
-            self.stories.insert(id, Story::new(id, self.embedder.dim()));
-            id
-        });
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let story_id = decision.story.unwrap_or_else(|| self.book.open());
         let exemplar = self.worth_indexing(&decision, story_id, time);
         let near = decision.candidates.iter().map(|c| c.story).collect();
         if exemplar {
@@ -367,31 +309,32 @@ impl Engine {
             similarity: decision.similarity,
             scores: decision.scores,
         };
-        self.store(seq, record);
-        self.changes.added.push(seq);
-        (seq, story_id, near)
+        if !self.store(seq, record) {
+            return None;
+        }
+        self.journal.added.push(seq);
+        Some((seq, story_id, near))
     }
 
-    /// Adds a record to every in-memory structure (the engine's own
-    /// additions and reloaded ones alike); its story must exist, and so must
-    /// its vector in the index if it is an exemplar.
-    fn store(&mut self, seq: u64, record: Record) {
+    /// Adds a record to every part (the engine's own additions and
+    /// reloaded ones alike); its story must be live, and its vector in the
+    /// index if it is an exemplar. `false`, with nothing changed, if its
+    /// sequence number or id is taken.
+    fn store(&mut self, seq: u64, record: Record) -> bool {
+        let story = record.story;
+        if !self.ledger.insert(seq, record) {
+            return false;
+        }
+        let Some(record) = self.ledger.get(seq) else { return false };
         if record.kind != MatchKind::ExactDuplicate {
             self.terms.add(&record.norm);
-            if let Some(older) = self.exact.insert(record.norm.key, seq) {
-                self.shadowed.entry(record.norm.key).or_default().push(older);
-            }
+            self.exact.insert(record.norm.key, seq);
         }
-        self.counters.watermark = self.counters.watermark.max(record.headline.published);
-        self.by_time.insert((record.headline.published, seq));
-        let story = self.resolve(record.story);
-        *self.kinds.of(record.kind) += 1;
-        self.records.insert(seq, record);
-        self.by_id.insert(seq, &self.records);
-        if let (Some(member), Some(story)) = (member_in(&self.records, &self.index, seq), self.stories.get_mut(&story))
-        {
-            story.push(seq, member);
+        self.watermark = self.watermark.max(record.headline.published);
+        if let Some(member) = self.ledger.member(&self.index, seq) {
+            self.book.add(story, seq, member);
         }
+        true
     }
 
     /// Whether a new headline becomes one of its story's exemplars: the
@@ -402,7 +345,7 @@ impl Engine {
         match decision.kind {
             MatchKind::NewStory => true,
             MatchKind::SameStory => {
-                let Some(story) = self.stories.get(&story_id) else { return true };
+                let Some(story) = self.book.get(story_id) else { return true };
                 let redundant =
                     decision.candidates.iter().any(|c| c.story == story_id && c.vector >= EXEMPLAR_REDUNDANCY);
                 let stale = story.last_exemplar_time < time.saturating_sub(self.settings.story_window / 2);
@@ -412,40 +355,13 @@ impl Engine {
         }
     }
 
-    /// Recomputes a story's derived fields from its members, and its
-    /// canonical headline; a story left without members disappears.
-    fn rebuild_story(&mut self, id: StoryId) {
-        let Some(mut story) = self.stories.remove(&id) else { return };
-        story.rebuild(|seq| self.member(seq));
-        if story.members.is_empty() {
-            // Nothing resolves to it any more: the ids merged into it go.
-            for merged in story.merged {
-                self.redirects.remove(&merged);
-                self.changes.dropped_redirects.push(merged);
-            }
-            return;
-        }
-        if let Some(canonical) = story.pick_canonical(|seq| self.member(seq)) {
-            story.canonical = canonical;
-        }
-        self.stories.insert(id, story);
-    }
-
-    fn refresh_canonical(&mut self, id: StoryId) {
-        let Some(story) = self.stories.get(&id) else { return };
-        let canonical = story.pick_canonical(|seq| self.member(seq));
-        if let (Some(story), Some(seq)) = (self.stories.get_mut(&id), canonical) {
-            story.canonical = seq;
-        }
-    }
-
     /// Removes headlines by id; returns how many were removed and the ids
     /// that were not stored.
     pub fn delete(&mut self, ids: &[String]) -> (usize, Vec<String>) {
         let mut seqs = Vec::new();
         let mut missing = Vec::new();
         for id in ids {
-            match self.by_id.get(id, &self.records) {
+            match self.ledger.seq_of(id) {
                 Some(seq) => seqs.push(seq),
                 None => missing.push(id.clone()),
             }
@@ -458,7 +374,7 @@ impl Engine {
     /// Removes every headline whose event time is before `cutoff`; returns
     /// how many. Index segments that hold only such headlines are dropped.
     pub fn expire(&mut self, cutoff: Millis) -> usize {
-        let old: Vec<u64> = self.by_time.range(..(cutoff, 0)).map(|&(_, seq)| seq).collect();
+        let old = self.ledger.before(cutoff);
         let removed = self.remove(&old);
         self.index.drop_before(cutoff);
         removed
@@ -468,40 +384,19 @@ impl Engine {
         let mut touched = BTreeSet::new();
         let mut removed = 0;
         for &seq in seqs {
-            let Some(rec) = self.records.remove(&seq) else { continue };
+            let Some(record) = self.ledger.remove(seq) else { continue };
             removed += 1;
-            *self.kinds.of(rec.kind) -= 1;
-            self.by_id.remove(&rec.headline.id, seq);
-            self.by_time.remove(&(rec.headline.published, seq));
-            if rec.kind != MatchKind::ExactDuplicate {
-                self.terms.remove(&rec.norm);
-                self.forget_wording(rec.norm.key, seq);
+            if record.kind != MatchKind::ExactDuplicate {
+                self.terms.remove(&record.norm);
+                self.exact.forget(record.norm.key, seq);
             }
-            touched.insert(self.resolve(rec.story));
-            self.changes.removed.push((seq, rec.headline.published));
+            touched.insert(self.book.resolve(record.story));
+            self.journal.removed.push((seq, record.headline.published));
         }
         for id in touched {
-            self.rebuild_story(id);
+            self.book.rebuild(id, |seq| self.ledger.member(&self.index, seq));
         }
         removed
-    }
-
-    /// Forgets headline `seq` as a holder of wording `key`: the exact map
-    /// falls back to the newest older holder, as if `seq` had never been
-    /// stored.
-    fn forget_wording(&mut self, key: u64, seq: u64) {
-        let older = self.shadowed.get_mut(&key);
-        if self.exact.get(&key) == Some(&seq) {
-            match older.and_then(Vec::pop) {
-                Some(previous) => self.exact.insert(key, previous),
-                None => self.exact.remove(&key),
-            };
-        } else if let Some(older) = older {
-            older.retain(|&s| s != seq);
-        }
-        if self.shadowed.get(&key).is_some_and(Vec::is_empty) {
-            self.shadowed.remove(&key);
-        }
     }
 }
 
@@ -588,7 +483,7 @@ mod tests {
         let conflict = engine.ingest(&[dated("k2", "Another text for the same id", k2_time + 2 * DAY_MS)]);
         assert_eq!(conflict[0].as_ref().map_err(|e| e.kind), Err(ItemErrorKind::AlreadyExists));
         assert!(engine.headline("k1").is_some(), "k1 expired because of a refused item");
-        assert_eq!(engine.counters.watermark, k2_time);
+        assert_eq!(engine.watermark, k2_time);
     }
 
     #[test]
@@ -603,7 +498,7 @@ mod tests {
         engine.take_changes();
         engine.ingest(&[dated("later", "Cat rescued from tree by firefighters", day + 31 * DAY_MS)]);
         assert!(engine.story(survivor).is_none() && engine.story(merged).is_none());
-        assert!(engine.redirects.is_empty());
+        assert_eq!(engine.book.resolve(merged), merged, "the redirect went with its survivor");
         assert_eq!(engine.take_changes().dropped_redirects, vec![merged]);
     }
 

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
+use super::book::StoryBook;
 use super::decide::{Note, Scores};
-use super::{Engine, Record};
+use super::ledger::Record;
+use super::{Engine, windowed};
 use crate::core::embed::Embedder;
 use crate::core::normalize::normalize;
 use crate::core::settings::Settings;
-use crate::core::story::Story;
 use crate::core::types::{Headline, MatchKind, Millis, StoryId};
 use crate::core::vector::QuantizedVector;
 
@@ -79,25 +80,25 @@ pub struct Changes {
     pub counters: Counters,
 }
 
-/// The engine's own journal of changes, turned into [`Changes`] on demand.
+/// The headlines the engine added and removed since the last
+/// [`Engine::take_changes`] (the story book journals its redirects).
 #[derive(Debug, Default)]
 pub(super) struct Journal {
     pub(super) added: Vec<u64>,
     pub(super) removed: Vec<(u64, Millis)>,
-    pub(super) redirects: Vec<(StoryId, StoryId)>,
-    pub(super) dropped_redirects: Vec<StoryId>,
 }
 
 impl Engine {
     /// The changes since the last call, as data to persist.
     pub fn take_changes(&mut self) -> Changes {
-        let journal = std::mem::take(&mut self.changes);
+        let journal = std::mem::take(&mut self.journal);
+        let redirects = self.book.take_journal();
         let added = journal
             .added
             .iter()
             .filter_map(|&seq| {
-                let rec = self.records.get(&seq)?;
-                let vector = QuantizedVector::from_values(self.vector(seq)?.into());
+                let rec = self.ledger.get(seq)?;
+                let vector = QuantizedVector::from_values(self.ledger.vector(&self.index, seq)?.into());
                 Some(PersistedRecord {
                     seq,
                     headline: rec.headline.clone(),
@@ -118,21 +119,21 @@ impl Engine {
         Changes {
             added,
             removed: journal.removed,
-            redirects: journal.redirects,
-            dropped_redirects: journal.dropped_redirects,
-            counters: self.counters,
+            redirects: redirects.added,
+            dropped_redirects: redirects.dropped,
+            counters: self.counters(),
         }
     }
 
     /// Forgets the journal of changes (when nothing persists them).
     pub fn discard_changes(&mut self) {
-        self.changes = Journal::default();
+        self.journal = Journal::default();
+        self.book.take_journal();
     }
 
     /// Whether anything changed since the last [`Engine::take_changes`].
     pub fn has_changes(&self) -> bool {
-        let Journal { added, removed, redirects, dropped_redirects } = &self.changes;
-        !added.is_empty() || !removed.is_empty() || !redirects.is_empty() || !dropped_redirects.is_empty()
+        !self.journal.added.is_empty() || !self.journal.removed.is_empty() || self.book.has_changes()
     }
 
     /// Rebuilds an engine from its stored state: the counters and merge
@@ -149,45 +150,26 @@ impl Engine {
     ) -> Result<Self, String> {
         let dim = embedder.dim();
         let mut engine = Self::new(settings, embedder);
-        for &(from, to) in redirects {
-            engine.redirects.insert(from, to);
-        }
-        let mut next = counters;
+        engine.book = StoryBook::new(dim, counters.next_story, counters.merges);
+        engine.book.restore_redirects(redirects);
         for stored in records {
             let stored = stored.map_err(|e| e.to_string())?;
-            engine.restore_record(stored, dim, &mut next)?;
+            engine.restore_record(stored, dim)?;
         }
-        for &(from, _) in redirects {
-            let survivor =
-                engine.try_resolve(from).ok_or_else(|| format!("merge redirects from {from} form a cycle"))?;
-            match engine.stories.get_mut(&survivor) {
-                Some(story) => story.merged.push(from),
-                // Its survivor is gone: the redirect is dropped with the next
-                // commit, as it would have been when the survivor went.
-                None => engine.changes.dropped_redirects.push(from),
-            }
+        engine.book.settle_redirects()?;
+        for id in engine.book.ids() {
+            engine.book.refresh_canonical(id, |seq| engine.ledger.member(&engine.index, seq));
         }
-        for from in &engine.changes.dropped_redirects {
-            engine.redirects.remove(from);
-        }
-        let ids: Vec<StoryId> = engine.stories.keys().copied().collect();
-        for id in ids {
-            if let Some(story) = engine.stories.get_mut(&id) {
-                story.merged.sort_unstable();
-                story.merged.dedup();
-            }
-            engine.refresh_canonical(id);
-        }
-        let watermark = engine.counters.watermark.max(counters.watermark);
-        engine.counters = Counters { watermark, ..next };
-        let (from, to) = engine.windowed(watermark, watermark);
+        engine.next_seq = engine.next_seq.max(counters.next_seq);
+        engine.watermark = engine.watermark.max(counters.watermark);
+        let (from, to) = windowed(engine.watermark, engine.watermark, engine.settings.story_window);
         engine.index.build(from, to);
         Ok(engine)
     }
 
-    /// Adds one stored record while restoring; `next` grows past its
-    /// sequence and story numbers.
-    fn restore_record(&mut self, stored: PersistedRecord, dim: usize, next: &mut Counters) -> Result<(), String> {
+    /// Adds one stored record while restoring; the sequence numbers grow
+    /// past it.
+    fn restore_record(&mut self, stored: PersistedRecord, dim: usize) -> Result<(), String> {
         let id = &stored.headline.id;
         if stored.vector.dim() != dim {
             return Err(format!(
@@ -195,16 +177,16 @@ impl Engine {
                 stored.vector.dim()
             ));
         }
-        if self.counters.next_seq > stored.seq {
+        if self.next_seq > stored.seq {
             return Err(format!("headline {id:?} is out of sequence order ({})", stored.seq));
         }
         let note = Note::from_code(stored.note)
             .ok_or_else(|| format!("headline {id:?} has an unknown note code {}", stored.note))?;
-        self.counters.next_seq = stored.seq + 1;
-        next.next_seq = next.next_seq.max(stored.seq + 1);
-        next.next_story = next.next_story.max(stored.story.0 + 1);
-        let story = self.try_resolve(stored.story).ok_or_else(|| format!("headline {id:?} is in a cycle of merges"))?;
-        self.stories.entry(story).or_insert_with(|| Story::new(story, dim));
+        if self.ledger.seq_of(id).is_some() {
+            return Err(format!("headline {id:?} is stored twice"));
+        }
+        self.next_seq = stored.seq + 1;
+        self.book.open_stored(stored.story).map_err(|e| format!("headline {id:?}: {e}"))?;
         if stored.exemplar {
             self.index.insert(stored.seq, stored.headline.published, stored.vector.values());
         }
@@ -224,7 +206,9 @@ impl Engine {
                 note,
             },
         };
-        self.store(stored.seq, record);
+        if !self.store(stored.seq, record) {
+            return Err(format!("record {} cannot be stored", stored.seq));
+        }
         Ok(())
     }
 }

@@ -3,17 +3,18 @@
 
 use std::collections::HashMap;
 
-use super::{Engine, Record};
+use super::Engine;
+use super::ledger::{KindCounts, Record};
 use crate::core::story::Story;
 use crate::core::types::{Assignment, Stats, StoredHeadline, StoryCursor, StoryId, StoryOrder, StoryQuery, StoryView};
 
 impl Engine {
     /// The current assignment of a stored headline (its story after merges).
     pub(super) fn assignment(&self, seq: u64, replayed: bool) -> Option<Assignment> {
-        let rec = self.records.get(&seq)?;
-        let story_id = self.resolve(rec.story);
-        let story = self.stories.get(&story_id);
-        let canonical = story.and_then(|s| self.records.get(&s.canonical));
+        let rec = self.ledger.get(seq)?;
+        let story_id = self.book.resolve(rec.story);
+        let story = self.book.get(story_id);
+        let canonical = story.and_then(|s| self.ledger.get(s.canonical));
         Some(Assignment {
             headline_id: rec.headline.id.clone(),
             story_id,
@@ -29,19 +30,19 @@ impl Engine {
     }
 
     fn matched_id(&self, rec: &Record) -> Option<String> {
-        rec.matched.and_then(|m| self.records.get(&m)).map(|m| m.headline.id.clone())
+        rec.matched.and_then(|m| self.ledger.get(m)).map(|m| m.headline.id.clone())
     }
 
     /// A stored headline and its assignment.
     pub fn headline(&self, id: &str) -> Option<StoredHeadline> {
-        self.by_id.get(id, &self.records).and_then(|seq| self.stored(seq))
+        self.ledger.seq_of(id).and_then(|seq| self.stored(seq))
     }
 
     fn stored(&self, seq: u64) -> Option<StoredHeadline> {
-        let rec = self.records.get(&seq)?;
+        let rec = self.ledger.get(seq)?;
         Some(StoredHeadline {
             headline: rec.headline.clone(),
-            story_id: self.resolve(rec.story),
+            story_id: self.book.resolve(rec.story),
             kind: rec.kind,
             matched_headline_id: self.matched_id(rec),
             similarity: rec.similarity,
@@ -50,17 +51,17 @@ impl Engine {
 
     /// A story with its members; a merged-away id resolves to the survivor.
     pub fn story(&self, id: StoryId) -> Option<StoryView> {
-        let story = self.stories.get(&self.resolve(id))?;
-        Some(self.view(story, true))
+        let story = self.book.get(self.book.resolve(id))?;
+        Some(self.story_view(story, true))
     }
 
-    fn view(&self, story: &Story, with_members: bool) -> StoryView {
-        let canonical = self.records.get(&story.canonical);
+    fn story_view(&self, story: &Story, with_members: bool) -> StoryView {
+        let canonical = self.ledger.get(story.canonical);
         let mut members: Vec<StoredHeadline> =
             if with_members { story.members.iter().filter_map(|&seq| self.stored(seq)).collect() } else { Vec::new() };
         members.sort_by_key(|m| m.headline.published);
         let mut sources: HashMap<&str, usize> = HashMap::new();
-        for rec in story.members.iter().filter_map(|seq| self.records.get(seq)) {
+        for rec in story.members.iter().filter_map(|&seq| self.ledger.get(seq)) {
             if let Some(source) = rec.headline.source.as_deref() {
                 *sources.entry(source).or_default() += 1;
             }
@@ -88,8 +89,8 @@ impl Engine {
             StoryOrder::Recency => (std::cmp::Reverse(0), std::cmp::Reverse(c.last_seen), c.id),
         };
         let mut matching: Vec<&Story> = self
-            .stories
-            .values()
+            .book
+            .stories()
             .filter(|s| s.members.len() >= query.min_size)
             .filter(|s| query.start.is_none_or(|t| s.last_seen >= t))
             .filter(|s| query.end.is_none_or(|t| s.first_seen < t))
@@ -99,21 +100,21 @@ impl Engine {
         let more = matching.len() > query.limit;
         matching.truncate(query.limit);
         let next = more.then(|| matching.last().map(|s| cursor(s))).flatten();
-        (matching.into_iter().map(|s| self.view(s, false)).collect(), next)
+        (matching.into_iter().map(|s| self.story_view(s, false)).collect(), next)
     }
 
     /// Counters.
     pub fn stats(&self) -> Stats {
-        let super::KindCounts { new_stories, exact_duplicates, near_duplicates, same_story } = self.kinds;
+        let KindCounts { new_stories, exact_duplicates, near_duplicates, same_story } = self.ledger.kinds();
         Stats {
-            headlines: self.records.len() as u64,
-            stories: self.stories.len() as u64,
+            headlines: self.ledger.len() as u64,
+            stories: self.book.len() as u64,
             indexed_vectors: self.index.len() as u64,
             new_stories,
             exact_duplicates,
             near_duplicates,
             same_story,
-            merges: self.counters.merges,
+            merges: self.book.merges(),
             embedder: self.settings.embedder.name().to_owned(),
         }
     }

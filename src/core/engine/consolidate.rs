@@ -1,6 +1,6 @@
 //! Consolidation: after a batch, stories whose average linkage clears the
-//! merge threshold merge, best pair first. The larger story survives (the
-//! older on a tie) and the other's id redirects to it.
+//! merge threshold merge, best pair first (the story book decides which
+//! survives).
 //!
 //! A story that gained a headline is checked against the stories near that
 //! headline (the candidates of its decision): adding a member `q` to a
@@ -23,19 +23,19 @@ impl Engine {
         let mut heap = BinaryHeap::new();
         let mut changed = BTreeSet::new();
         for (id, near) in touched {
-            let id = self.resolve(id);
+            let id = self.book.resolve(id);
             changed.insert(id);
-            let Some(story) = self.stories.get(&id) else { continue };
+            let Some(story) = self.book.get(id) else { continue };
             for other in near {
-                self.push_link(id, story, self.resolve(other), &mut heap);
+                self.push_link(id, story, self.book.resolve(other), &mut heap);
             }
         }
         while let Some(Link { strength, a, b }) = heap.pop() {
-            let (a, b) = (self.resolve(a), self.resolve(b));
+            let (a, b) = (self.book.resolve(a), self.book.resolve(b));
             if a == b {
                 continue;
             }
-            let (Some(sa), Some(sb)) = (self.stories.get(&a), self.stories.get(&b)) else { continue };
+            let (Some(sa), Some(sb)) = (self.book.get(a), self.book.get(b)) else { continue };
             let current = sa.linkage(sb);
             if current < strength {
                 // One side changed since the link was measured: re-queue it.
@@ -44,28 +44,28 @@ impl Engine {
                 }
                 continue;
             }
-            let survivor = self.merge(a, b);
+            let survivor = self.book.merge(a, b);
             changed.insert(survivor);
             self.push_links(survivor, &mut heap);
         }
         // A merged-away story resolves to its survivor, which is in the set
         // too: pick each surviving story's canonical headline once.
-        let survivors: BTreeSet<StoryId> = changed.into_iter().map(|id| self.resolve(id)).collect();
+        let survivors: BTreeSet<StoryId> = changed.into_iter().map(|id| self.book.resolve(id)).collect();
         for id in survivors {
-            self.refresh_canonical(id);
+            self.book.refresh_canonical(id, |seq| self.ledger.member(&self.index, seq));
         }
     }
 
     /// Queues the links of story `id` to its neighbours (found through the
     /// index with the story's mean vector) that clear the merge threshold.
     fn push_links(&self, id: StoryId, heap: &mut BinaryHeap<Link>) {
-        let Some(story) = self.stories.get(&id) else { return };
+        let Some(story) = self.book.get(id) else { return };
         let (from, to) = self.alive_span(story);
         let k = self.settings.candidates + story.exemplars;
         let mut seen = vec![id];
         for (seq, _) in self.index.search(story.direction().values(), from, to, k) {
-            let Some(rec) = self.records.get(&seq) else { continue };
-            let other = self.resolve(rec.story);
+            let Some(rec) = self.ledger.get(seq) else { continue };
+            let other = self.book.resolve(rec.story);
             if !seen.contains(&other) {
                 seen.push(other);
                 self.push_link(id, story, other, heap);
@@ -80,7 +80,7 @@ impl Engine {
         if other == id {
             return;
         }
-        let Some(neighbour) = self.stories.get(&other) else { return };
+        let Some(neighbour) = self.book.get(other) else { return };
         let (from, to) = self.alive_span(story);
         if neighbour.first_seen > to || neighbour.last_seen < from {
             return;
@@ -89,24 +89,6 @@ impl Engine {
         if strength >= self.settings.merge_threshold {
             heap.push(Link { strength, a: id, b: other });
         }
-    }
-
-    /// Merges two stories; returns the survivor, whose canonical headline
-    /// the caller picks again.
-    fn merge(&mut self, a: StoryId, b: StoryId) -> StoryId {
-        let size = |id: &StoryId| self.stories.get(id).map_or(0, |s| s.members.len());
-        let (into, from) = match size(&a).cmp(&size(&b)).then(b.cmp(&a)) {
-            Ordering::Less => (b, a),
-            _ => (a, b),
-        };
-        let Some(absorbed) = self.stories.remove(&from) else { return into };
-        if let Some(survivor) = self.stories.get_mut(&into) {
-            survivor.absorb(absorbed);
-        }
-        self.redirects.insert(from, into);
-        self.changes.redirects.push((from, into));
-        self.counters.merges += 1;
-        into
     }
 }
 
