@@ -219,6 +219,10 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Write {"id","cluster"} for every headline answered while measuring
+    /// (its story after the run's merges), for score.py.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Clustering settings of the server started here, key=value (as for
     /// serve).
     #[arg(long = "set", value_delimiter = ',')]

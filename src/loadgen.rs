@@ -72,6 +72,10 @@ pub struct LoadJob {
     pub mode: Mode,
     /// Namespace to write to.
     pub namespace: String,
+    /// Where to write `{"id","cluster"}` for every headline answered while
+    /// measuring: the story its answer named, resolved through the merges
+    /// the server lists at the end (for `score.py`).
+    pub out: Option<PathBuf>,
 }
 
 /// The measurements.
@@ -286,9 +290,20 @@ struct Plan {
     rate: Option<f64>,
     reads: usize,
     namespace: String,
+    /// (headline, story) of every answer, when the job writes them.
+    answers: Option<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl Plan {
+    /// Keeps the stories a batch's answers named, if the job writes them.
+    fn record(&self, assignments: &[pb::Assignment]) {
+        let Some(answers) = &self.answers else { return };
+        let mut answers = answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        answers.extend(
+            assignments.iter().filter(|a| a.error.is_none()).map(|a| (a.headline_id.clone(), a.story_id.clone())),
+        );
+    }
+
     /// The next batch, when it is due; `None` when the run is over.
     async fn take(&self) -> Option<Vec<pb::Headline>> {
         let k = self.next.fetch_add(1, Ordering::Relaxed);
@@ -337,6 +352,7 @@ pub async fn run(job: &LoadJob) -> anyhow::Result<LoadReport> {
         rate: job.rate.filter(|r| *r > 0.0),
         reads: job.reads,
         namespace: job.namespace.clone(),
+        answers: job.out.as_ref().map(|_| std::sync::Mutex::new(Vec::new())),
     });
     let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
     let mut workers = Vec::new();
@@ -386,6 +402,10 @@ pub async fn run(job: &LoadJob) -> anyhow::Result<LoadReport> {
     }
     let seconds = started.elapsed().as_secs_f64();
     all.sort();
+    if let (Some(out), Some(answers)) = (&job.out, &plan.answers) {
+        let answers = std::mem::take(&mut *answers.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        write_predictions(&mut client, &job.namespace, answers, out).await?;
+    }
     Ok(LoadReport {
         headlines: all.headlines,
         calls: all.writes.len(),
@@ -403,6 +423,46 @@ pub async fn run(job: &LoadJob) -> anyhow::Result<LoadReport> {
         server_peak_rss_bytes: spawned.as_ref().and_then(|s| s.memory("VmHWM")),
         server_rss_bytes: spawned.as_ref().and_then(|s| s.memory("VmRSS")),
     })
+}
+
+/// Writes `{"id","cluster"}` for each answer, its story resolved through
+/// the merges of every story the server lists now.
+async fn write_predictions(
+    client: &mut Client,
+    namespace: &str,
+    answers: Vec<(String, String)>,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut survivor: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListStoriesRequest {
+            namespace: namespace.to_owned(),
+            page_size: 1000,
+            page_token: page_token.clone(),
+            ..Default::default()
+        };
+        let page = client.list_stories(request).await.context("listing the stories")?.into_inner();
+        for story in page.stories {
+            for merged in story.merged_story_ids {
+                survivor.insert(merged, story.story_id.clone());
+            }
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?,
+    );
+    for (id, story) in answers {
+        let cluster = survivor.get(&story).unwrap_or(&story);
+        writeln!(file, "{}", serde_json::json!({ "id": id, "cluster": cluster }))?;
+    }
+    file.flush()?;
+    Ok(())
 }
 
 /// Reads after a batch: the story of its first assignment, then a page of
@@ -441,7 +501,9 @@ async fn worker(
                 let sample =
                     Sample { read: false, latency: started.elapsed(), headlines, outcome: Outcome::of(&result) };
                 let _ = report.send(sample);
-                if let Some(story) = result.ok().and_then(|r| first_story(&r.into_inner().assignments)) {
+                let assignments = result.map(|r| r.into_inner().assignments).unwrap_or_default();
+                plan.record(&assignments);
+                if let Some(story) = first_story(&assignments) {
                     read_after(&mut client, &plan, &story, &report).await;
                 }
             }
@@ -462,7 +524,9 @@ async fn worker(
                 let sample =
                     Sample { read: false, latency: started.elapsed(), headlines, outcome: Outcome::of(&reply) };
                 let _ = report.send(sample);
-                if let Some(story) = reply.ok().and_then(|r| first_story(&r.assignments)) {
+                let assignments = reply.map(|r| r.assignments).unwrap_or_default();
+                plan.record(&assignments);
+                if let Some(story) = first_story(&assignments) {
                     read_after(&mut client, &plan, &story, &report).await;
                 }
             }

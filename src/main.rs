@@ -196,6 +196,7 @@ fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         batch: args.batch,
         mode: args.mode,
         namespace: args.namespace,
+        out: args.out,
     };
     let report = runtime()?.block_on(headline_dedup::loadgen::run(&job))?;
     if args.json {
