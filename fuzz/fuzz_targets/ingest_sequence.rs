@@ -85,27 +85,38 @@ struct Model {
 
 impl Model {
     /// Checks one batch's answers against what was acknowledged before, and
-    /// records what they acknowledge.
-    fn answered(&mut self, items: &[Result<Headline, ItemError>], answers: &[Result<headline_dedup::core::types::Assignment, ItemError>]) {
+    /// records what they acknowledge. The engine takes a batch in event-time
+    /// order, not request order, so items that share an id are checked
+    /// against what the whole batch stored.
+    fn answered(
+        &mut self,
+        items: &[Result<Headline, ItemError>],
+        answers: &[Result<headline_dedup::core::types::Assignment, ItemError>],
+    ) {
         assert_eq!(items.len(), answers.len(), "one answer per item");
+        let before = self.stored.clone();
         for (item, answer) in items.iter().zip(answers) {
-            let Ok(headline) = item else {
-                assert!(answer.is_err(), "an invalid item was accepted: {answer:?}");
-                continue;
-            };
+            match (item, answer) {
+                (Err(_), answer) => assert!(answer.is_err(), "an invalid item was accepted: {answer:?}"),
+                (Ok(headline), Ok(a)) if !a.replayed => {
+                    assert!(!before.contains_key(&headline.id), "a stored headline was assigned again: {a:?}");
+                    let first = self.stored.insert(headline.id.clone(), (headline.text.clone(), headline.published));
+                    assert!(first.is_none(), "two items of one batch were stored under {}", headline.id);
+                    self.watermark = self.watermark.max(headline.published);
+                }
+                _ => {}
+            }
+        }
+        for (item, answer) in items.iter().zip(answers) {
+            let Ok(headline) = item else { continue };
+            let stored = self.stored.get(&headline.id).map(|(text, _)| text);
             match answer {
                 Ok(a) => {
                     assert_eq!(a.headline_id, headline.id);
-                    if let Some((text, _)) = self.stored.get(&headline.id) {
-                        assert_eq!(text, &headline.text, "another text was accepted under a stored id");
-                        assert!(a.replayed, "a stored headline was assigned again: {a:?}");
-                    }
-                    self.stored.entry(headline.id.clone()).or_insert((headline.text.clone(), headline.published));
-                    self.watermark = self.watermark.max(headline.published);
+                    assert_eq!(stored, Some(&headline.text), "answered, but not stored with its text: {a:?}");
                 }
                 Err(e) => match e.kind {
                     ItemErrorKind::AlreadyExists => {
-                        let stored = self.stored.get(&headline.id).map(|(text, _)| text);
                         assert!(stored.is_some_and(|t| t != &headline.text), "a false conflict: {e:?}");
                     }
                     ItemErrorKind::InvalidArgument => assert_eq!(e.field, "published_time", "{e:?}"),
