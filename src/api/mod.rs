@@ -11,16 +11,17 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
+use tonic::codegen::http::StatusCode;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 use tracing::{Instrument, debug, info_span};
 
-use crate::app::{App, AppError, namespace_or_default, validate_namespace};
+use crate::app::{App, AppError, ErrorCode, namespace_or_default, validate_namespace};
 use crate::core::types::{StoryOrder, StoryQuery};
 use crate::pb;
 use crate::pb::dedup_service_server::DedupService;
 
-pub use convert::{headlines, millis, timestamp};
+pub use convert::{headlines, kind_from_pb, millis, timestamp};
 
 /// Limits applied to requests.
 #[derive(Debug, Clone, Copy)]
@@ -57,21 +58,27 @@ impl DedupApi {
     }
 }
 
+/// The gRPC code and the HTTP status of each class of failure: the one
+/// table both edges answer from.
+pub fn status_codes(code: ErrorCode) -> (Code, StatusCode) {
+    match code {
+        ErrorCode::InvalidArgument => (Code::InvalidArgument, StatusCode::BAD_REQUEST),
+        ErrorCode::NotFound => (Code::NotFound, StatusCode::NOT_FOUND),
+        ErrorCode::ResourceExhausted => (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS),
+        ErrorCode::Unavailable => (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+        ErrorCode::Internal => (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
 impl From<AppError> for Status {
     fn from(error: AppError) -> Self {
+        let (code, _) = status_codes(error.code());
         let message = error.to_string();
         match error {
-            AppError::InvalidArgument { field, reason } => Status::with_error_details(
-                Code::InvalidArgument,
-                message,
-                ErrorDetails::with_bad_request_violation(field, reason),
-            ),
-            AppError::NamespaceNotFound(_) | AppError::StoryNotFound(_) | AppError::HeadlineNotFound(_) => {
-                Status::not_found(message)
+            AppError::InvalidArgument { field, reason } => {
+                Status::with_error_details(code, message, ErrorDetails::with_bad_request_violation(field, reason))
             }
-            AppError::ResourceExhausted(_) => Status::resource_exhausted(message),
-            AppError::Unavailable(_) => Status::unavailable(message),
-            AppError::Internal(_) => Status::internal(message),
+            _ => Status::new(code, message),
         }
     }
 }
@@ -108,6 +115,18 @@ impl DedupApi {
 }
 
 impl DedupApi {
+    /// [`Self::run`] on the namespace a request names (empty: the default
+    /// one), checked first.
+    async fn on<T: Send + 'static>(
+        &self,
+        namespace: &str,
+        work: impl FnOnce(&App, &str) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let namespace = namespace_or_default(namespace)?.to_owned();
+        let app = Arc::clone(&self.app);
+        self.run(move || work(&app, &namespace)).await
+    }
+
     /// Validates and applies one ingest batch. The batch joins its
     /// namespace's queue (see [`App::submit`]); the call waits for its
     /// answer without holding a thread, and drains the queue on the
@@ -179,7 +198,6 @@ impl DedupService for DedupApi {
 
     async fn r#match(&self, request: Request<pb::MatchRequest>) -> Result<Response<pb::MatchResponse>, Status> {
         let pb::MatchRequest { namespace, headline, max_candidates } = request.into_inner();
-        let namespace = namespace_or_default(&namespace)?.to_owned();
         let headline = headline.ok_or_else(|| AppError::invalid("headline", "headline is required"))?;
         let parsed = convert::headline(&headline, convert::now_millis(), false)
             .map_err(|e| AppError::invalid(format!("headline.{}", e.field), e.reason))?;
@@ -187,8 +205,7 @@ impl DedupService for DedupApi {
             0 => DEFAULT_CANDIDATES,
             n => n.min(MAX_CANDIDATES),
         };
-        let app = Arc::clone(&self.app);
-        let (assignment, candidates) = self.run(move || app.match_headline(&namespace, &parsed, max)).await?;
+        let (assignment, candidates) = self.on(&namespace, move |app, ns| app.match_headline(ns, &parsed, max)).await?;
         let mut assignment = convert::assignment(0, &headline.id, &Ok(assignment));
         if assignment.kind == i32::from(pb::MatchKind::NewStory) {
             assignment.story_id.clear();
@@ -204,13 +221,11 @@ impl DedupService for DedupApi {
         request: Request<pb::ClusterBatchRequest>,
     ) -> Result<Response<pb::ClusterBatchResponse>, Status> {
         let pb::ClusterBatchRequest { namespace, headlines } = request.into_inner();
-        let namespace = namespace_or_default(&namespace)?.to_owned();
         convert::check_batch(headlines.len(), self.limits.max_batch)?;
-        let app = Arc::clone(&self.app);
         let response = self
-            .run(move || {
+            .on(&namespace, move |app, ns| {
                 let items = convert::headlines(&headlines, convert::now_millis());
-                let (results, stories) = app.cluster_batch(&namespace, &items)?;
+                let (results, stories) = app.cluster_batch(ns, &items)?;
                 Ok(pb::ClusterBatchResponse {
                     assignments: convert::assignments(&headlines, &results),
                     stories: stories.iter().map(convert::story).collect(),
@@ -225,29 +240,22 @@ impl DedupService for DedupApi {
         request: Request<pb::GetHeadlineRequest>,
     ) -> Result<Response<pb::GetHeadlineResponse>, Status> {
         let pb::GetHeadlineRequest { namespace, id } = request.into_inner();
-        let namespace = namespace_or_default(&namespace)?.to_owned();
         if id.trim().is_empty() {
             return Err(AppError::invalid("id", "id is required").into());
         }
-        let app = Arc::clone(&self.app);
-        let stored = self.run(move || app.headline(&namespace, id.trim())).await?;
+        let stored = self.on(&namespace, move |app, ns| app.headline(ns, id.trim())).await?;
         Ok(Response::new(pb::GetHeadlineResponse {
-            headline: Some(convert::stored_headline(&stored.headline)),
+            member: Some(convert::member(&stored)),
             story_id: stored.story_id.to_string(),
-            kind: convert::kind(stored.kind).into(),
-            matched_headline_id: stored.matched_headline_id.unwrap_or_default(),
-            similarity: convert::score(stored.similarity),
         }))
     }
 
     async fn get_story(&self, request: Request<pb::GetStoryRequest>) -> Result<Response<pb::GetStoryResponse>, Status> {
         let pb::GetStoryRequest { namespace, story_id } = request.into_inner();
-        let namespace = namespace_or_default(&namespace)?.to_owned();
         if story_id.trim().is_empty() {
             return Err(AppError::invalid("story_id", "story_id is required").into());
         }
-        let app = Arc::clone(&self.app);
-        let story = self.run(move || app.story(&namespace, story_id.trim())).await?;
+        let story = self.on(&namespace, move |app, ns| app.story(ns, story_id.trim())).await?;
         Ok(Response::new(pb::GetStoryResponse { story: Some(convert::story(&story)) }))
     }
 
@@ -281,8 +289,7 @@ impl DedupService for DedupApi {
         if !request.page_token.is_empty() {
             query.after = Some(page_token::decode(&request.page_token, fingerprint)?);
         }
-        let app = Arc::clone(&self.app);
-        let (stories, next) = self.run(move || app.list_stories(&namespace, &query)).await?;
+        let (stories, next) = self.on(&namespace, move |app, ns| app.list_stories(ns, &query)).await?;
         Ok(Response::new(pb::ListStoriesResponse {
             stories: stories.iter().map(convert::story).collect(),
             next_page_token: next.map(|c| page_token::encode(&c, fingerprint)).unwrap_or_default(),
@@ -294,7 +301,6 @@ impl DedupService for DedupApi {
         request: Request<pb::DeleteHeadlinesRequest>,
     ) -> Result<Response<pb::DeleteHeadlinesResponse>, Status> {
         let pb::DeleteHeadlinesRequest { namespace, ids } = request.into_inner();
-        let namespace = namespace_or_default(&namespace)?.to_owned();
         if ids.is_empty() {
             return Err(AppError::invalid("ids", "at least one id is required").into());
         }
@@ -304,8 +310,7 @@ impl DedupService for DedupApi {
         if let Some(i) = ids.iter().position(|id| id.trim().is_empty()) {
             return Err(AppError::invalid(format!("ids[{i}]"), "ids must not be blank").into());
         }
-        let app = Arc::clone(&self.app);
-        let (deleted, not_found_ids) = self.run(move || app.delete(&namespace, &ids)).await?;
+        let (deleted, not_found_ids) = self.on(&namespace, move |app, ns| app.delete(ns, &ids)).await?;
         Ok(Response::new(pb::DeleteHeadlinesResponse {
             deleted_count: u32::try_from(deleted).unwrap_or(u32::MAX),
             not_found_ids,

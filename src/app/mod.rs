@@ -76,6 +76,33 @@ impl AppError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidArgument { field: field.into(), reason: reason.into() }
     }
+
+    /// The class of the failure, which the edge turns into one gRPC code
+    /// and one HTTP status.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidArgument { .. } => ErrorCode::InvalidArgument,
+            Self::NamespaceNotFound(_) | Self::StoryNotFound(_) | Self::HeadlineNotFound(_) => ErrorCode::NotFound,
+            Self::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
+            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// The classes of failure clients see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request is malformed; a field is named.
+    InvalidArgument,
+    /// The namespace, story or headline does not exist.
+    NotFound,
+    /// A limit was reached; retry later or ask less.
+    ResourceExhausted,
+    /// The store cannot take or give the data now; retry.
+    Unavailable,
+    /// The service failed; nothing was applied.
+    Internal,
 }
 
 fn embedder_specs(settings: &Settings) -> String {
@@ -316,8 +343,9 @@ impl App {
             info!(namespace = %name, settings = ?configured.specs(), "namespace settings changed");
         }
         let embedder = embedder_for(&configured, model);
+        let records = records.map(|record| record.map_err(anyhow::Error::from));
         Engine::restore(configured, embedder, stored.counters, &stored.redirects, records)
-            .map_err(|e| anyhow::anyhow!("namespace {name:?}: stored state is inconsistent: {e}"))
+            .map_err(|e: anyhow::Error| e.context(format!("namespace {name:?}")))
     }
 
     fn new_engine(&self, namespace: &str) -> Engine {

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::validate_namespace;
+use crate::core::error::CoreError;
 use crate::core::settings::Settings;
 
 /// Per-namespace settings: defaults plus overrides by namespace name.
@@ -15,26 +16,32 @@ pub struct SettingsBook {
 impl SettingsBook {
     /// Parses `key=value` (all namespaces) and `namespace.key=value` (one
     /// namespace) assignments, in order.
-    pub fn parse<'a>(specs: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+    pub fn parse<'a>(specs: impl IntoIterator<Item = &'a str>) -> Result<Self, CoreError> {
         let mut book = Self::default();
         let mut scoped: Vec<(&str, &str, &str)> = Vec::new();
         for spec in specs {
-            let (key, value) = spec.split_once('=').ok_or_else(|| format!("{spec:?} is not of the form key=value"))?;
+            let (key, value) =
+                spec.split_once('=').ok_or_else(|| CoreError::setting(spec, "not of the form key=value"))?;
             match key.split_once('.') {
                 Some((namespace, key)) => {
-                    validate_namespace(namespace).map_err(|e| format!("{spec:?}: {e}"))?;
+                    validate_namespace(namespace).map_err(|e| CoreError::setting(spec, e.to_string()))?;
                     scoped.push((namespace, key, value));
                 }
                 None => book.defaults.set(key.trim(), value)?,
             }
         }
         book.defaults.validate()?;
+        let in_namespace = |namespace: &str, error: CoreError| match error {
+            CoreError::InvalidSetting { key, reason } => CoreError::setting(format!("{namespace}.{key}"), reason),
+            CoreError::UnknownSetting(key) => CoreError::UnknownSetting(format!("{namespace}.{key}")),
+            other => other,
+        };
         for (namespace, key, value) in scoped {
             let settings = book.overrides.entry(namespace.to_owned()).or_insert_with(|| book.defaults.clone());
-            settings.set(key.trim(), value).map_err(|e| format!("{namespace}.{e}"))?;
+            settings.set(key.trim(), value).map_err(|e| in_namespace(namespace, e))?;
         }
         for (namespace, settings) in &book.overrides {
-            settings.validate().map_err(|e| format!("namespace {namespace}: {e}"))?;
+            settings.validate().map_err(|e| in_namespace(namespace, e))?;
         }
         Ok(book)
     }

@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod embed;
 pub mod engine;
+pub mod error;
 pub mod index;
 pub mod normalize;
 pub mod settings;

@@ -2,6 +2,7 @@
 //! story window. The defaults are the values chosen on the development data
 //! (see `docs/quality.md`).
 
+use super::error::CoreError;
 use super::types::{DAY_MS, Millis};
 
 /// Which embedder a namespace uses.
@@ -27,14 +28,17 @@ impl EmbedderKind {
 }
 
 impl std::str::FromStr for EmbedderKind {
-    type Err = String;
+    type Err = CoreError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, CoreError> {
         match s {
             "lexical" => Ok(Self::Lexical),
             "semantic" => Ok(Self::Semantic),
             "mixed" => Ok(Self::Mixed),
-            other => Err(format!("unknown embedder {other:?} (expected lexical, semantic or mixed)")),
+            other => Err(CoreError::setting(
+                "embedder",
+                format!("unknown embedder {other:?} (expected lexical, semantic or mixed)"),
+            )),
         }
     }
 }
@@ -90,9 +94,9 @@ impl Default for Settings {
 impl Settings {
     /// Sets one setting by name from text, as in `story_threshold=0.6`.
     /// Durations are in hours. Call [`Settings::validate`] when done.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
-            value.trim().parse().map_err(|_| format!("{key}: {value:?} is not a valid number"))
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), CoreError> {
+        fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, CoreError> {
+            value.trim().parse().map_err(|_| CoreError::setting(key, format!("{value:?} is not a valid number")))
         }
         match key {
             "embedder" => self.embedder = value.parse()?,
@@ -112,7 +116,7 @@ impl Settings {
                 let hours: f64 = number(key, value)?;
                 self.retention = (hours > 0.0).then_some((hours * 3_600_000.0) as Millis);
             }
-            other => return Err(format!("unknown setting {other:?}")),
+            other => return Err(CoreError::UnknownSetting(other.to_owned())),
         }
         Ok(())
     }
@@ -145,17 +149,18 @@ impl Settings {
     }
 
     /// Applies `key=value` assignments in order, then validates.
-    pub fn apply_all<'a>(&mut self, assignments: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    pub fn apply_all<'a>(&mut self, assignments: impl IntoIterator<Item = &'a str>) -> Result<(), CoreError> {
         for assignment in assignments {
-            let (key, value) =
-                assignment.split_once('=').ok_or_else(|| format!("{assignment:?} is not of the form key=value"))?;
+            let (key, value) = assignment
+                .split_once('=')
+                .ok_or_else(|| CoreError::setting(assignment, "not of the form key=value"))?;
             self.set(key.trim(), value)?;
         }
         self.validate()
     }
 
     /// Checks that every threshold is in (0, 1] and every size positive.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), CoreError> {
         let unit = [
             ("semantic_weight", self.semantic_weight),
             ("near_vector_threshold", self.near_vector_threshold),
@@ -165,23 +170,29 @@ impl Settings {
         ];
         for (name, value) in unit {
             if !(value > 0.0 && value <= 1.0) {
-                return Err(format!("{name} must be in (0, 1], got {value}"));
+                return Err(CoreError::setting(name, format!("must be in (0, 1], got {value}")));
             }
         }
         if self.idf_power < 0.0 || !self.idf_power.is_finite() {
-            return Err(format!("idf_power must be a non-negative number, got {}", self.idf_power));
+            return Err(CoreError::setting(
+                "idf_power",
+                format!("must be a non-negative number, got {}", self.idf_power),
+            ));
         }
         if self.story_window <= 0 {
-            return Err("story_window_hours must be positive".into());
+            return Err(CoreError::setting("story_window_hours", "must be positive"));
         }
         if self.retention.is_some_and(|r| r < self.story_window) {
-            return Err("retention_hours must be 0 (keep everything) or at least story_window_hours".into());
+            return Err(CoreError::setting(
+                "retention_hours",
+                "must be 0 (keep everything) or at least story_window_hours",
+            ));
         }
         if !(8..=4096).contains(&self.lexical_dim) {
-            return Err(format!("lexical_dim must be in 8..=4096, got {}", self.lexical_dim));
+            return Err(CoreError::setting("lexical_dim", format!("must be in 8..=4096, got {}", self.lexical_dim)));
         }
         if !(1..=200).contains(&self.candidates) {
-            return Err(format!("candidates must be in 1..=200, got {}", self.candidates));
+            return Err(CoreError::setting("candidates", format!("must be in 1..=200, got {}", self.candidates)));
         }
         Ok(())
     }

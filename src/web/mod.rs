@@ -122,15 +122,7 @@ struct ApiError(StatusCode, String);
 
 impl From<AppError> for ApiError {
     fn from(error: AppError) -> Self {
-        let status = match error {
-            AppError::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
-            AppError::NamespaceNotFound(_) | AppError::StoryNotFound(_) | AppError::HeadlineNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
-            AppError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let (_, status) = crate::api::status_codes(error.code());
         Self(status, error.to_string())
     }
 }

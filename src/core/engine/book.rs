@@ -9,6 +9,7 @@
 use std::cmp::Ordering;
 
 use super::Numbered;
+use crate::core::error::CoreError;
 use crate::core::story::{MemberInfo, Story};
 use crate::core::types::StoryId;
 
@@ -114,8 +115,10 @@ impl StoryBook {
 
     /// Opens the live story that a stored member of story `id` belongs to
     /// (restore); the story numbers grow past it.
-    pub(super) fn open_stored(&mut self, id: StoryId) -> Result<(), String> {
-        let live = self.try_resolve(id).ok_or_else(|| format!("story {id} is in a cycle of merges"))?;
+    pub(super) fn open_stored(&mut self, id: StoryId) -> Result<(), CoreError> {
+        let live = self
+            .try_resolve(id)
+            .ok_or_else(|| CoreError::Inconsistent(format!("story {id} is in a cycle of merges")))?;
         self.next_story = self.next_story.max(id.0 + 1);
         let dim = self.dim;
         self.stories.entry(live).or_insert_with(|| Story::new(live, dim));
@@ -179,11 +182,13 @@ impl StoryBook {
     /// After a restore, lists each survivor's merged stories and drops the
     /// redirects whose survivor is gone (journalled, so that the next
     /// commit drops them from the store too).
-    pub(super) fn settle_redirects(&mut self) -> Result<(), String> {
+    pub(super) fn settle_redirects(&mut self) -> Result<(), CoreError> {
         let mut redirected: Vec<StoryId> = self.redirects.keys().copied().collect();
         redirected.sort_unstable();
         for from in redirected {
-            let survivor = self.try_resolve(from).ok_or_else(|| format!("merge redirects from {from} form a cycle"))?;
+            let survivor = self
+                .try_resolve(from)
+                .ok_or_else(|| CoreError::Inconsistent(format!("merge redirects from {from} form a cycle")))?;
             match self.stories.get_mut(&survivor) {
                 Some(story) => story.merged.push(from),
                 None => self.journal.dropped.push(from),

@@ -8,6 +8,7 @@ use super::decide::{Note, Scores};
 use super::ledger::Record;
 use super::{Engine, windowed};
 use crate::core::embed::Embedder;
+use crate::core::error::CoreError;
 use crate::core::normalize::normalize;
 use crate::core::settings::Settings;
 use crate::core::types::{Headline, MatchKind, Millis, StoryId};
@@ -140,21 +141,21 @@ impl Engine {
     /// redirects, then the records in ascending sequence order, taken one
     /// at a time so that the stored state is never in memory twice. Fails
     /// on the first record that cannot be read, a stored vector that does
-    /// not fit the embedder, or a record that is inconsistent.
-    pub fn restore<E: std::fmt::Display>(
+    /// not fit the embedder, or a record that is inconsistent
+    /// ([`CoreError::Inconsistent`]).
+    pub fn restore<E: From<CoreError>>(
         settings: Settings,
         embedder: Arc<dyn Embedder>,
         counters: Counters,
         redirects: &[(StoryId, StoryId)],
         records: impl IntoIterator<Item = Result<PersistedRecord, E>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, E> {
         let dim = embedder.dim();
         let mut engine = Self::new(settings, embedder);
         engine.book = StoryBook::new(dim, counters.next_story, counters.merges);
         engine.book.restore_redirects(redirects);
         for stored in records {
-            let stored = stored.map_err(|e| e.to_string())?;
-            engine.restore_record(stored, dim)?;
+            engine.restore_record(stored?, dim)?;
         }
         engine.book.settle_redirects()?;
         for id in engine.book.ids() {
@@ -169,24 +170,25 @@ impl Engine {
 
     /// Adds one stored record while restoring; the sequence numbers grow
     /// past it.
-    fn restore_record(&mut self, stored: PersistedRecord, dim: usize) -> Result<(), String> {
+    fn restore_record(&mut self, stored: PersistedRecord, dim: usize) -> Result<(), CoreError> {
         let id = &stored.headline.id;
         if stored.vector.dim() != dim {
-            return Err(format!(
+            return Err(CoreError::Inconsistent(format!(
                 "headline {id:?} has a vector of dimension {}, the embedder makes {dim}",
                 stored.vector.dim()
-            ));
+            )));
         }
         if self.next_seq > stored.seq {
-            return Err(format!("headline {id:?} is out of sequence order ({})", stored.seq));
+            return Err(CoreError::Inconsistent(format!("headline {id:?} is out of sequence order ({})", stored.seq)));
         }
-        let note = Note::from_code(stored.note)
-            .ok_or_else(|| format!("headline {id:?} has an unknown note code {}", stored.note))?;
+        let note = Note::from_code(stored.note).ok_or_else(|| {
+            CoreError::Inconsistent(format!("headline {id:?} has an unknown note code {}", stored.note))
+        })?;
         if self.ledger.seq_of(id).is_some() {
-            return Err(format!("headline {id:?} is stored twice"));
+            return Err(CoreError::Inconsistent(format!("headline {id:?} is stored twice")));
         }
         self.next_seq = stored.seq + 1;
-        self.book.open_stored(stored.story).map_err(|e| format!("headline {id:?}: {e}"))?;
+        self.book.open_stored(stored.story)?;
         if stored.exemplar {
             self.index.insert(stored.seq, stored.headline.published, stored.vector.values());
         }
@@ -207,7 +209,7 @@ impl Engine {
             },
         };
         if !self.store(stored.seq, record) {
-            return Err(format!("record {} cannot be stored", stored.seq));
+            return Err(CoreError::Inconsistent(format!("record {} cannot be stored", stored.seq)));
         }
         Ok(())
     }

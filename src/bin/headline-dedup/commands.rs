@@ -1,0 +1,391 @@
+//! Command-line clients of a running server: `ingest` streams a headline
+//! file with progress and a summary, `stories` prints the largest live
+//! stories; and the connection helpers they share with `healthcheck` and
+//! the load generator.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::api::{kind_from_pb, timestamp};
+use crate::core::types::MatchKind;
+use crate::dataset::{Row, read_rows};
+use crate::pb;
+use crate::pb::dedup_service_client::DedupServiceClient;
+
+/// The largest message the command-line clients send or accept.
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+/// Batches sent ahead of the last acknowledged one on an `IngestStream`.
+const IN_FLIGHT: usize = 4;
+/// How often progress is printed when stderr is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// Rejected headlines listed in the summary.
+const SHOWN_REJECTIONS: usize = 10;
+
+/// What a client presents to a server: the CA certificate that verifies
+/// the server's TLS certificate (TLS is on when given) and the bearer
+/// token.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// PEM file of the CA certificate.
+    pub tls_ca: Option<PathBuf>,
+    /// The bearer token.
+    pub auth_token: Option<String>,
+}
+
+/// A connection to `addr` (`host:port`, or a URI with its scheme), over TLS
+/// verified with `tls_ca` when given.
+pub async fn channel(addr: &str, tls_ca: Option<&Path>) -> anyhow::Result<Channel> {
+    let scheme = if tls_ca.is_some() { "https" } else { "http" };
+    let uri = if addr.contains("://") { addr.to_owned() } else { format!("{scheme}://{addr}") };
+    let mut endpoint = Endpoint::from_shared(uri).with_context(|| format!("invalid address {addr:?}"))?;
+    if let Some(ca) = tls_ca {
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+        endpoint = endpoint.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+    }
+    endpoint.connect().await.with_context(|| format!("cannot connect to {addr}"))
+}
+
+/// Adds the bearer token to every call.
+#[derive(Debug, Clone)]
+pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A client of the service.
+pub type Client = DedupServiceClient<InterceptedService<Channel, BearerToken>>;
+
+/// A client of the service at `addr`.
+pub async fn connect(addr: &str, credentials: &Credentials) -> anyhow::Result<Client> {
+    let token = credentials
+        .auth_token
+        .as_ref()
+        .map(|t| MetadataValue::try_from(format!("Bearer {t}")))
+        .transpose()
+        .context("the token must be printable ASCII")?;
+    let channel = channel(addr, credentials.tls_ca.as_deref()).await?;
+    Ok(DedupServiceClient::with_interceptor(channel, BearerToken(token))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// A file row as a request headline, with the given id and time.
+pub fn request_headline(row: &Row, id: String, published: Option<i64>) -> pb::Headline {
+    pb::Headline {
+        id,
+        text: row.text.clone(),
+        source: row.source.clone().unwrap_or_default(),
+        url: row.url.clone().unwrap_or_default(),
+        published_time: published.map(timestamp),
+    }
+}
+
+/// What `ingest` does.
+#[derive(Debug, Clone)]
+pub struct IngestJob {
+    /// The headline file.
+    pub file: PathBuf,
+    /// The server.
+    pub addr: String,
+    /// TLS and token.
+    pub credentials: Credentials,
+    /// Headlines per stream message.
+    pub batch: usize,
+    /// The namespace.
+    pub namespace: String,
+    /// Where to write each headline's assignment, if anywhere.
+    pub out: Option<PathBuf>,
+}
+
+/// Counts of an ingest run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestSummary {
+    /// Headlines in the file.
+    pub total: usize,
+    /// Headlines that started a story.
+    pub new_stories: usize,
+    /// Exact duplicates.
+    pub exact_duplicates: usize,
+    /// Near duplicates.
+    pub near_duplicates: usize,
+    /// Other headlines of a known story.
+    pub same_story: usize,
+    /// Headlines that were already stored (answered from storage).
+    pub replayed: usize,
+    /// Headlines rejected, with the reason (the first few are kept).
+    pub rejected: usize,
+    /// The first rejections: id, field and reason.
+    pub rejections: Vec<String>,
+}
+
+impl IngestSummary {
+    fn count(&mut self, assignment: &pb::Assignment) {
+        if let Some(error) = &assignment.error {
+            self.reject(format!("{}: {}: {}", assignment.headline_id, error.field, error.reason));
+        } else if assignment.replayed {
+            self.replayed += 1;
+        } else {
+            match kind_from_pb(assignment.kind) {
+                Some(MatchKind::NewStory) => self.new_stories += 1,
+                Some(MatchKind::ExactDuplicate) => self.exact_duplicates += 1,
+                Some(MatchKind::NearDuplicate) => self.near_duplicates += 1,
+                Some(MatchKind::SameStory) | None => self.same_story += 1,
+            }
+        }
+    }
+
+    fn reject(&mut self, why: String) {
+        self.rejected += 1;
+        if self.rejections.len() < SHOWN_REJECTIONS {
+            self.rejections.push(why);
+        }
+    }
+}
+
+impl std::fmt::Display for IngestSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} headlines: {} new stories, {} exact duplicates, {} near duplicates, {} same story; \
+             {} already stored; {} rejected",
+            self.total,
+            self.new_stories,
+            self.exact_duplicates,
+            self.near_duplicates,
+            self.same_story,
+            self.replayed,
+            self.rejected
+        )?;
+        for rejection in &self.rejections {
+            writeln!(f, "  rejected {rejection}")?;
+        }
+        if self.rejected > self.rejections.len() {
+            writeln!(f, "  ... and {} more", self.rejected - self.rejections.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// Progress on a terminal (a bar with rate and ETA) or as periodic lines.
+enum Progress {
+    Bar(ProgressBar),
+    Lines { total: usize, done: usize, started: Instant, printed: Instant },
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        if std::io::stderr().is_terminal() {
+            let style =
+                ProgressStyle::with_template("{bar:40.cyan/blue} {human_pos}/{human_len} headlines  {msg}  ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar());
+            Self::Bar(ProgressBar::new(total as u64).with_style(style))
+        } else {
+            let now = Instant::now();
+            Self::Lines { total, done: 0, started: now, printed: now }
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Self::Bar(bar) => {
+                bar.inc(n as u64);
+                bar.set_message(format!("{:.0}/s", bar.per_sec()));
+            }
+            Self::Lines { total, done, started, printed } => {
+                *done += n;
+                if printed.elapsed() >= PLAIN_PROGRESS_EVERY {
+                    *printed = Instant::now();
+                    let rate = *done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                    let eta = (*total - *done) as f64 / rate.max(1e-9);
+                    eprintln!(
+                        "ingest: {done}/{total} headlines ({:.1}%), {rate:.0}/s, ETA {eta:.0}s",
+                        *done as f64 * 100.0 / (*total).max(1) as f64
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Self::Bar(bar) = self {
+            bar.finish();
+        }
+    }
+}
+
+/// Streams the file to the server over one `IngestStream`, a few batches
+/// ahead of the acknowledgements. Ids are idempotency keys, so running the
+/// same command again after an interruption resumes safely: what was
+/// already stored is answered from storage and counted as such.
+pub async fn ingest(job: &IngestJob) -> anyhow::Result<IngestSummary> {
+    let rows = read_rows(&job.file)?;
+    let mut summary = IngestSummary { total: rows.len(), ..IngestSummary::default() };
+    let mut out = job
+        .out
+        .as_ref()
+        .map(|path| File::create(path).with_context(|| format!("cannot create {}", path.display())).map(BufWriter::new))
+        .transpose()?;
+    let mut headlines = Vec::with_capacity(rows.len());
+    for row in &rows {
+        match row.published_millis() {
+            Ok(published) => headlines.push(request_headline(row, row.id.clone(), published)),
+            Err(e) => {
+                let rejected = pb::Assignment {
+                    headline_id: row.id.clone(),
+                    error: Some(pb::ItemError {
+                        code: pb::ItemErrorCode::InvalidArgument.into(),
+                        field: "published_at".into(),
+                        reason: format!("{e:#}"),
+                    }),
+                    ..Default::default()
+                };
+                summary.count(&rejected);
+                write_assignment(out.as_mut(), &rejected)?;
+            }
+        }
+    }
+    let mut progress = Progress::new(rows.len());
+    progress.advance(summary.rejected);
+    let mut client = connect(&job.addr, &job.credentials).await?;
+    let (tx, rx) = mpsc::channel::<pb::IngestStreamRequest>(IN_FLIGHT);
+    let mut replies = client
+        .ingest_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .context("cannot open an IngestStream")?
+        .into_inner();
+    let mut batches = headlines.chunks(job.batch.max(1)).enumerate();
+    let mut pending = VecDeque::new();
+    let mut acknowledged = summary.rejected;
+    loop {
+        while pending.len() < IN_FLIGHT {
+            let Some((i, batch)) = batches.next() else { break };
+            let request = pb::IngestStreamRequest {
+                namespace: job.namespace.clone(),
+                headlines: batch.to_vec(),
+                batch_id: i.to_string(),
+            };
+            if tx.send(request).await.is_err() {
+                break;
+            }
+            pending.push_back(i.to_string());
+        }
+        let Some(expected) = pending.pop_front() else { break };
+        let reply = match replies.next().await {
+            Some(Ok(reply)) => reply,
+            Some(Err(status)) => {
+                progress.finish();
+                anyhow::bail!(
+                    "the server answered {:?}: {} after {acknowledged} of {} headlines were acknowledged; run the \
+                     same command again to resume",
+                    status.code(),
+                    status.message(),
+                    rows.len()
+                );
+            }
+            None => anyhow::bail!("the server closed the stream after {acknowledged} of {} headlines", rows.len()),
+        };
+        anyhow::ensure!(reply.batch_id == expected, "answer for batch {} while expecting {expected}", reply.batch_id);
+        for assignment in &reply.assignments {
+            summary.count(assignment);
+            write_assignment(out.as_mut(), assignment)?;
+        }
+        acknowledged += reply.assignments.len();
+        progress.advance(reply.assignments.len());
+    }
+    drop(tx);
+    progress.finish();
+    if let Some(mut out) = out {
+        out.flush()?;
+    }
+    Ok(summary)
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    kind_from_pb(kind).map_or("unspecified", MatchKind::name)
+}
+
+fn write_assignment(out: Option<&mut BufWriter<File>>, assignment: &pb::Assignment) -> anyhow::Result<()> {
+    if let Some(out) = out {
+        serde_json::to_writer(&mut *out, &assignment_json(assignment))?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+fn assignment_json(a: &pb::Assignment) -> serde_json::Value {
+    match &a.error {
+        Some(error) => serde_json::json!({
+            "id": a.headline_id,
+            "error": {
+                "field": error.field,
+                "code": pb::ItemErrorCode::try_from(error.code).map_or("ITEM_ERROR_CODE_UNSPECIFIED", |c| c.as_str_name()),
+                "reason": error.reason,
+            },
+        }),
+        None => serde_json::json!({
+            "id": a.headline_id,
+            "story": a.story_id,
+            "kind": kind_name(a.kind),
+            "matched": a.matched_headline_id,
+            "similarity": a.similarity,
+            "canonical": a.canonical_headline_id,
+            "replayed": a.replayed,
+        }),
+    }
+}
+
+/// A time as `YYYY-MM-DD HH:MMZ`.
+fn minute(time: Option<&prost_types::Timestamp>) -> String {
+    time.map(|t| {
+        let text = t.to_string();
+        format!("{}Z", text.get(..16).unwrap_or(&text).replacen('T', " ", 1))
+    })
+    .unwrap_or_default()
+}
+
+/// The `top` largest live stories of a namespace, as a table.
+pub async fn stories(addr: &str, credentials: &Credentials, namespace: &str, top: u32) -> anyhow::Result<String> {
+    let mut client = connect(addr, credentials).await?;
+    let stories = client
+        .list_stories(pb::ListStoriesRequest {
+            namespace: namespace.to_owned(),
+            page_size: top,
+            order: pb::StoryOrder::Size.into(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("ListStories: {:?}: {}", status.code(), status.message()))?
+        .into_inner()
+        .stories;
+    let mut table =
+        format!("{:>6}  {:<10}  {:<17}  {:<17}  {}\n", "SIZE", "STORY", "FIRST SEEN", "LAST SEEN", "HEADLINE");
+    for story in &stories {
+        table.push_str(&format!(
+            "{:>6}  {:<10}  {:<17}  {:<17}  {}\n",
+            story.size,
+            story.story_id,
+            minute(story.first_seen.as_ref()),
+            minute(story.last_seen.as_ref()),
+            story.canonical_text
+        ));
+    }
+    Ok(table)
+}
