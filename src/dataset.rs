@@ -42,7 +42,7 @@ impl Row {
 /// Parses an RFC 3339 time such as `2014-03-10T16:52:50.698Z`.
 pub fn parse_rfc3339(text: &str) -> anyhow::Result<Millis> {
     let ts: prost_types::Timestamp = text.parse().with_context(|| format!("invalid RFC 3339 time {text:?}"))?;
-    Ok(ts.seconds * 1000 + i64::from(ts.nanos) / 1_000_000)
+    crate::api::millis(&ts).map_err(|reason| anyhow::anyhow!("time {text:?}: {reason}"))
 }
 
 /// Opens a file for reading, decompressing `.gz` and `.zst` by extension.

@@ -122,25 +122,6 @@ struct NamespaceMessage {
     watermark: Option<i64>,
 }
 
-fn kind_code(kind: MatchKind) -> u32 {
-    match kind {
-        MatchKind::NewStory => 1,
-        MatchKind::ExactDuplicate => 2,
-        MatchKind::NearDuplicate => 3,
-        MatchKind::SameStory => 4,
-    }
-}
-
-fn kind_from_code(code: u32) -> Option<MatchKind> {
-    Some(match code {
-        1 => MatchKind::NewStory,
-        2 => MatchKind::ExactDuplicate,
-        3 => MatchKind::NearDuplicate,
-        4 => MatchKind::SameStory,
-        _ => return None,
-    })
-}
-
 impl RecordMessage {
     fn from_record(r: &PersistedRecord) -> Self {
         Self {
@@ -150,7 +131,7 @@ impl RecordMessage {
             url: r.headline.url.clone(),
             published: r.headline.published,
             story: r.story.0,
-            kind: kind_code(r.kind),
+            kind: r.kind.code(),
             matched: r.matched,
             similarity: r.similarity,
             vector_similarity: r.vector_similarity,
@@ -164,7 +145,7 @@ impl RecordMessage {
     }
 
     fn into_record(self, seq: u64) -> Result<PersistedRecord, String> {
-        let kind = kind_from_code(self.kind).ok_or_else(|| format!("unknown kind {}", self.kind))?;
+        let kind = MatchKind::from_code(self.kind).ok_or_else(|| format!("unknown kind {}", self.kind))?;
         if self.vector.is_empty() {
             return Err("missing vector".into());
         }

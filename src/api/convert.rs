@@ -69,6 +69,12 @@ pub fn score(x: f32) -> f64 {
     (f64::from(x) * 1e6).round() / 1e6
 }
 
+/// The core match kind of a protobuf one (`None` for
+/// `MATCH_KIND_UNSPECIFIED` or an unknown number).
+pub fn kind_from_pb(kind: i32) -> Option<MatchKind> {
+    MatchKind::ALL.into_iter().find(|k| self::kind(*k) as i32 == kind)
+}
+
 /// The protobuf match kind.
 pub fn kind(kind: MatchKind) -> pb::MatchKind {
     match kind {

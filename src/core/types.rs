@@ -23,6 +23,9 @@ pub enum MatchKind {
 }
 
 impl MatchKind {
+    /// Every kind.
+    pub const ALL: [MatchKind; 4] = [Self::NewStory, Self::ExactDuplicate, Self::NearDuplicate, Self::SameStory];
+
     /// The kind's name in files, metrics and JSON: `new_story`,
     /// `exact_duplicate`, `near_duplicate`, `same_story`.
     pub fn name(self) -> &'static str {
@@ -32,6 +35,21 @@ impl MatchKind {
             Self::NearDuplicate => "near_duplicate",
             Self::SameStory => "same_story",
         }
+    }
+
+    /// The kind's code in stored records (never changes).
+    pub fn code(self) -> u32 {
+        match self {
+            Self::NewStory => 1,
+            Self::ExactDuplicate => 2,
+            Self::NearDuplicate => 3,
+            Self::SameStory => 4,
+        }
+    }
+
+    /// The kind of a stored code.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.code() == code)
     }
 }
 

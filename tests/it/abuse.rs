@@ -56,7 +56,14 @@ async fn a_retry_of_an_old_headline_beside_a_new_one_is_answered_and_the_namespa
         assert!(answers[0].error.is_none(), "{:?}", answers[0]);
     }
     assert_eq!(
-        client.get_headline(get("b")).await.expect("b is stored").into_inner().headline.map(|h| h.id),
+        client
+            .get_headline(get("b"))
+            .await
+            .expect("b is stored")
+            .into_inner()
+            .member
+            .and_then(|m| m.headline)
+            .map(|h| h.id),
         Some("b".into())
     );
     assert_eq!(client.get_headline(get("a")).await.expect_err("a left with the retention").code(), Code::NotFound);

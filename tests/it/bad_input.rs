@@ -110,7 +110,7 @@ async fn invisible_characters_are_ignored_for_matching_and_kept_in_the_original(
         .await
         .expect("stored")
         .into_inner();
-    assert_eq!(stored.headline.expect("headline").text, dirty);
+    assert_eq!(stored.member.and_then(|m| m.headline).expect("headline").text, dirty);
 }
 
 #[tokio::test]
@@ -176,6 +176,6 @@ async fn timestamps_missing_far_future_and_far_past() {
         .await
         .expect("stored")
         .into_inner();
-    let seconds = stored.headline.and_then(|h| h.published_time).map_or(0, |t| t.seconds);
+    let seconds = stored.member.and_then(|m| m.headline).and_then(|h| h.published_time).map_or(0, |t| t.seconds);
     assert!((seconds - now).abs() < 60, "stored with its arrival time: {seconds} vs {now}");
 }

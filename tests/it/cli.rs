@@ -193,7 +193,8 @@ async fn ingest_streams_a_file_and_a_rerun_is_answered_from_storage() {
             .await
             .expect("stored")
             .into_inner();
-        assert_eq!(first[&row.id]["matched"], stored.matched_headline_id.as_str(), "{}", row.id);
+        let matched = stored.member.map(|m| m.matched_headline_id).unwrap_or_default();
+        assert_eq!(first[&row.id]["matched"], matched.as_str(), "{}", row.id);
     }
 
     let second_out = dir.path().join("second.jsonl");

@@ -113,8 +113,9 @@ async fn syndicated_copies_form_one_story_that_get_story_and_get_headline_agree_
             .expect("get headline")
             .into_inner();
         assert_eq!(h.story_id, story_id);
-        assert_eq!(h.kind, a.kind);
-        assert_eq!(h.matched_headline_id, a.matched_headline_id);
+        let stored = h.member.expect("the stored headline");
+        assert_eq!(stored.kind, a.kind);
+        assert_eq!(stored.matched_headline_id, a.matched_headline_id);
         let member = story.members.iter().find(|m| m.headline.as_ref().map(|x| &x.id) == Some(&a.headline_id));
         assert_eq!(member.map(|m| m.kind), Some(a.kind));
     }

@@ -51,13 +51,7 @@ impl Note {
 
     /// The note of a stored code.
     pub fn from_code(code: u32) -> Option<Self> {
-        Some(match code {
-            1 => Self::SameText,
-            2 => Self::LightEdit,
-            3 => Self::SameStory,
-            4 => Self::NothingClose,
-            _ => return None,
-        })
+        [Self::SameText, Self::LightEdit, Self::SameStory, Self::NothingClose].into_iter().find(|n| n.code() == code)
     }
 }
 
