@@ -1,28 +1,26 @@
 //! headline-dedup: deduplicates news headlines and clusters them into
 //! stories, served over gRPC.
 //!
-//! - [`core`]: the clustering engine (no gRPC types);
-//! - [`app`]: namespaces and the operations on them;
-//! - [`store`]: durable state in the data directory;
-//! - [`api`], [`server`], [`edge`], [`pb`]: the gRPC edge;
-//! - [`telemetry`] and [`web`]: metrics and the story board, on their own
-//!   port;
-//! - [`config`]: the command line;
-//! - [`dataset`] and [`eval`]: headline files and in-process evaluation;
-//! - [`client`]: the `ingest` and `stories` commands;
-//! - [`loadgen`]: the gRPC load generator.
+//! - [`core`]: the clustering engine (no gRPC, prost or tokio types);
+//! - [`app`]: the namespaces and the operations on them;
+//! - [`store`]: durable state (redb, or its in-memory backend);
+//! - [`server`]: the whole service (gRPC, health, reflection, metrics and
+//!   the story board), on listeners the caller binds;
+//! - [`api`] and [`pb`]: the gRPC edge and the generated types;
+//! - [`client`]: connecting to a running server;
+//! - [`dataset`]: headline files (JSON lines, `.gz`, `.zst`).
+//!
+//! The `headline-dedup` binary's own tools (the command line, the clients,
+//! the load generator, the evaluation) live beside it, in `src/bin`.
 
 pub mod api;
 pub mod app;
 pub mod client;
-pub mod config;
 pub mod core;
 pub mod dataset;
-pub mod edge;
-pub mod eval;
-pub mod loadgen;
+mod edge;
 pub mod pb;
 pub mod server;
 pub mod store;
-pub mod telemetry;
-pub mod web;
+mod telemetry;
+mod web;

@@ -33,6 +33,35 @@ pub struct ServerOptions {
     pub auth_token: Option<String>,
 }
 
+/// How long open metrics and board connections may delay the end of
+/// [`run`] after the gRPC server has stopped.
+const WEB_GRACE_PERIOD: Duration = Duration::from_secs(2);
+
+/// Runs the whole service: `app` over gRPC on `listener` (see [`serve`]),
+/// and the Prometheus metrics and the story board on `web_listener`, until
+/// `shutdown` completes. Installs the process's metrics recorder, so it
+/// runs once per process.
+pub async fn run(
+    listener: TcpListener,
+    web_listener: TcpListener,
+    app: Arc<App>,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let metrics = crate::telemetry::install()?;
+    info!(addr = %listener.local_addr()?, metrics = %web_listener.local_addr()?, "listening");
+    let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
+    let web = tokio::spawn(crate::web::serve(web_listener, Arc::clone(&app), metrics, async {
+        let _ = web_stopped.await;
+    }));
+    let served = serve(listener, app, options, shutdown).await;
+    let _ = stop_web.send(());
+    if let Ok(joined) = tokio::time::timeout(WEB_GRACE_PERIOD, web).await {
+        joined??;
+    }
+    served
+}
+
 /// The fully qualified name of the service, as health checks name it.
 pub const SERVICE_NAME: &str = "headline_dedup.v1.DedupService";
 

@@ -1,91 +1,30 @@
-//! Command-line clients of a running server: `ingest` streams a headline
-//! file with progress and a summary, `stories` prints the largest live
-//! stories; and the connection helpers they share with `healthcheck` and
-//! the load generator.
+//! The command-line clients of a running server: `ingest` streams a
+//! headline file with progress and a summary, `stories` prints the largest
+//! live stories.
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use headline_dedup::api::{kind_from_pb, timestamp};
+use headline_dedup::client::{Credentials, connect};
+use headline_dedup::core::types::MatchKind;
+use headline_dedup::dataset::{Row, read_rows};
+use headline_dedup::pb;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-use crate::api::{kind_from_pb, timestamp};
-use crate::core::types::MatchKind;
-use crate::dataset::{Row, read_rows};
-use crate::pb;
-use crate::pb::dedup_service_client::DedupServiceClient;
+use crate::config::IngestArgs;
 
-/// The largest message the command-line clients send or accept.
-const MAX_MESSAGE_BYTES: usize = 256 << 20;
 /// Batches sent ahead of the last acknowledged one on an `IngestStream`.
 const IN_FLIGHT: usize = 4;
 /// How often progress is printed when stderr is not a terminal.
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Rejected headlines listed in the summary.
 const SHOWN_REJECTIONS: usize = 10;
-
-/// What a client presents to a server: the CA certificate that verifies
-/// the server's TLS certificate (TLS is on when given) and the bearer
-/// token.
-#[derive(Debug, Clone, Default)]
-pub struct Credentials {
-    /// PEM file of the CA certificate.
-    pub tls_ca: Option<PathBuf>,
-    /// The bearer token.
-    pub auth_token: Option<String>,
-}
-
-/// A connection to `addr` (`host:port`, or a URI with its scheme), over TLS
-/// verified with `tls_ca` when given.
-pub async fn channel(addr: &str, tls_ca: Option<&Path>) -> anyhow::Result<Channel> {
-    let scheme = if tls_ca.is_some() { "https" } else { "http" };
-    let uri = if addr.contains("://") { addr.to_owned() } else { format!("{scheme}://{addr}") };
-    let mut endpoint = Endpoint::from_shared(uri).with_context(|| format!("invalid address {addr:?}"))?;
-    if let Some(ca) = tls_ca {
-        let pem = std::fs::read(ca).with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
-        endpoint = endpoint.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
-    }
-    endpoint.connect().await.with_context(|| format!("cannot connect to {addr}"))
-}
-
-/// Adds the bearer token to every call.
-#[derive(Debug, Clone)]
-pub struct BearerToken(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for BearerToken {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
-/// A client of the service.
-pub type Client = DedupServiceClient<InterceptedService<Channel, BearerToken>>;
-
-/// A client of the service at `addr`.
-pub async fn connect(addr: &str, credentials: &Credentials) -> anyhow::Result<Client> {
-    let token = credentials
-        .auth_token
-        .as_ref()
-        .map(|t| MetadataValue::try_from(format!("Bearer {t}")))
-        .transpose()
-        .context("the token must be printable ASCII")?;
-    let channel = channel(addr, credentials.tls_ca.as_deref()).await?;
-    Ok(DedupServiceClient::with_interceptor(channel, BearerToken(token))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES))
-}
 
 /// A file row as a request headline, with the given id and time.
 pub fn request_headline(row: &Row, id: String, published: Option<i64>) -> pb::Headline {
@@ -96,23 +35,6 @@ pub fn request_headline(row: &Row, id: String, published: Option<i64>) -> pb::He
         url: row.url.clone().unwrap_or_default(),
         published_time: published.map(timestamp),
     }
-}
-
-/// What `ingest` does.
-#[derive(Debug, Clone)]
-pub struct IngestJob {
-    /// The headline file.
-    pub file: PathBuf,
-    /// The server.
-    pub addr: String,
-    /// TLS and token.
-    pub credentials: Credentials,
-    /// Headlines per stream message.
-    pub batch: usize,
-    /// The namespace.
-    pub namespace: String,
-    /// Where to write each headline's assignment, if anywhere.
-    pub out: Option<PathBuf>,
 }
 
 /// Counts of an ingest run.
@@ -235,7 +157,7 @@ impl Progress {
 /// ahead of the acknowledgements. Ids are idempotency keys, so running the
 /// same command again after an interruption resumes safely: what was
 /// already stored is answered from storage and counted as such.
-pub async fn ingest(job: &IngestJob) -> anyhow::Result<IngestSummary> {
+pub async fn ingest(job: &IngestArgs) -> anyhow::Result<IngestSummary> {
     let rows = read_rows(&job.file)?;
     let mut summary = IngestSummary { total: rows.len(), ..IngestSummary::default() };
     let mut out = job
@@ -264,14 +186,14 @@ pub async fn ingest(job: &IngestJob) -> anyhow::Result<IngestSummary> {
     }
     let mut progress = Progress::new(rows.len());
     progress.advance(summary.rejected);
-    let mut client = connect(&job.addr, &job.credentials).await?;
+    let mut client = connect(&job.addr, &job.credentials.credentials()).await?;
     let (tx, rx) = mpsc::channel::<pb::IngestStreamRequest>(IN_FLIGHT);
     let mut replies = client
         .ingest_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
         .context("cannot open an IngestStream")?
         .into_inner();
-    let mut batches = headlines.chunks(job.batch.max(1)).enumerate();
+    let mut batches = headlines.chunks((job.batch as usize).max(1)).enumerate();
     let mut pending = VecDeque::new();
     let mut acknowledged = summary.rejected;
     loop {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::client::Credentials;
+use headline_dedup::client::Credentials;
+
 use crate::eval::Order;
 use crate::loadgen::Mode;
 
@@ -76,7 +77,7 @@ pub struct ServeArgs {
     /// Most namespaces the server holds; an Ingest that would create one
     /// more is refused with RESOURCE_EXHAUSTED (stored namespaces always
     /// load).
-    #[arg(long, env = "HEADLINE_DEDUP_MAX_NAMESPACES", default_value_t = crate::app::DEFAULT_MAX_NAMESPACES, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "HEADLINE_DEDUP_MAX_NAMESPACES", default_value_t = headline_dedup::app::DEFAULT_MAX_NAMESPACES, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_namespaces: u32,
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, env = "HEADLINE_DEDUP_MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
@@ -284,8 +285,9 @@ pub struct CredentialArgs {
     pub auth_token: Option<String>,
 }
 
-impl From<CredentialArgs> for Credentials {
-    fn from(args: CredentialArgs) -> Self {
-        Self { tls_ca: args.tls_ca, auth_token: args.auth_token }
+impl CredentialArgs {
+    /// What the library's client presents.
+    pub fn credentials(&self) -> Credentials {
+        Credentials { tls_ca: self.tls_ca.clone(), auth_token: self.auth_token.clone() }
     }
 }

@@ -6,18 +6,21 @@
 //! bursts, and replaying them in time order would leak the labels.
 
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::core::embed::{StaticModel, embedder_for};
-use crate::core::engine::Engine;
-use crate::core::normalize::stable_hash;
-use crate::core::settings::Settings;
-use crate::core::types::{DAY_MS, Headline, Millis, RawHeadline};
-use crate::dataset::{Row, parse_rfc3339, read_rows};
+use headline_dedup::app::{DEFAULT_NAMESPACE, SettingsBook};
+use headline_dedup::core::embed::{StaticModel, embedder_for};
+use headline_dedup::core::engine::Engine;
+use headline_dedup::core::normalize::stable_hash;
+use headline_dedup::core::settings::Settings;
+use headline_dedup::core::types::{DAY_MS, Headline, Millis, RawHeadline};
+use headline_dedup::dataset::{Row, parse_rfc3339, read_rows};
+
+use crate::config::EvalArgs;
 
 /// The order in which the file is replayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,30 +29,6 @@ pub enum Order {
     File,
     /// Shuffled within each day, every time set to noon of its day.
     ShuffleDay,
-}
-
-/// What to evaluate.
-#[derive(Debug, Clone)]
-pub struct EvalJob {
-    /// The gold file.
-    pub gold: PathBuf,
-    /// Replay order.
-    pub order: Order,
-    /// Where to write the predictions.
-    pub out: PathBuf,
-    /// Headlines per ingest batch.
-    pub batch: usize,
-    /// Only headlines published on or after this day (`YYYY-MM-DD`).
-    pub from: Option<String>,
-    /// Only headlines published before this day (`YYYY-MM-DD`).
-    pub until: Option<String>,
-    /// Where to write the gold rows that were evaluated (for `score.py`).
-    pub gold_out: Option<PathBuf>,
-    /// Where to write each headline's assignment as it was answered
-    /// (`{"id","kind","matched","story"}`), to score the duplicate tiers.
-    pub assignments_out: Option<PathBuf>,
-    /// The namespace settings (retention is ignored: every headline is kept).
-    pub settings: Settings,
 }
 
 /// Noon of 1970-01-01: the time given to rows that have none, so that a
@@ -71,7 +50,7 @@ pub fn arrange<'a, T>(timed: &mut [(Millis, T)], order: Order, id: impl Fn(&T) -
 }
 
 /// Runs the job and prints a summary line.
-pub fn run(job: &EvalJob, model: &Arc<StaticModel>) -> anyhow::Result<()> {
+pub fn run(job: &EvalArgs, model: &Arc<StaticModel>) -> anyhow::Result<()> {
     let rows = read_rows(&job.gold)?;
     let day = |text: &str| parse_rfc3339(&format!("{text}T00:00:00Z"));
     let from = job.from.as_deref().map(day).transpose()?;
@@ -86,7 +65,10 @@ pub fn run(job: &EvalJob, model: &Arc<StaticModel>) -> anyhow::Result<()> {
     }
     arrange(&mut timed, job.order, |&row| row.id.as_str());
     // Every headline is kept, so that every one can be scored.
-    let settings = Settings { retention: None, ..job.settings.clone() };
+    // The default namespace's settings; retention is ignored: every
+    // headline is kept.
+    let book = SettingsBook::parse(job.settings.iter().map(String::as_str))?;
+    let settings = Settings { retention: None, ..book.get(DEFAULT_NAMESPACE).clone() };
     let embedder = embedder_for(&settings, model);
     let mut engine = Engine::new(settings, embedder);
     let started = Instant::now();

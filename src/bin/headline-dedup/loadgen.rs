@@ -16,11 +16,14 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
-use crate::client::{Client, Credentials, connect, request_headline};
-use crate::core::types::DAY_MS;
-use crate::dataset::{Row, read_rows};
+use headline_dedup::client::{Client, connect};
+use headline_dedup::core::types::DAY_MS;
+use headline_dedup::dataset::{Row, read_rows};
+use headline_dedup::pb;
+
+use crate::commands::request_headline;
+use crate::config::BenchArgs;
 use crate::eval::{NO_TIME, Order, arrange};
-use crate::pb;
 
 /// How the load is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -29,53 +32,6 @@ pub enum Mode {
     Unary,
     /// One `IngestStream` per client, one message per batch.
     Stream,
-}
-
-/// What to run.
-#[derive(Debug, Clone)]
-pub struct LoadJob {
-    /// The server; `None` starts one (see `data_dir`).
-    pub addr: Option<String>,
-    /// TLS and token for `addr`.
-    pub credentials: Credentials,
-    /// Data directory of a server started here; `None` is a temporary one.
-    pub data_dir: Option<PathBuf>,
-    /// The headline file.
-    pub file: PathBuf,
-    /// Use only the first headlines of the file.
-    pub limit: Option<usize>,
-    /// Send this many headlines in all, going through the file again as
-    /// often as needed: round `k > 0` prefixes ids with `r{k}-` and moves
-    /// times `k * 92` days later, so that every headline is new.
-    pub total: Option<usize>,
-    /// Keep sending (going through the file as often as needed) until this
-    /// much time has passed; overrides `total`.
-    pub duration: Option<Duration>,
-    /// Send at most this many headlines per second in all.
-    pub rate: Option<f64>,
-    /// Reads after each batch: GetStory of the batch's first story, then
-    /// ListStories, alternately.
-    pub reads: usize,
-    /// Print the figures of each interval of this length to stderr.
-    pub report_every: Option<Duration>,
-    /// Settings for a server started here (`key=value`).
-    pub settings: Vec<String>,
-    /// Headlines ingested before measuring (not timed).
-    pub preload: usize,
-    /// Replay order.
-    pub order: Order,
-    /// Concurrent clients (one connection each).
-    pub concurrency: usize,
-    /// Headlines per call.
-    pub batch: usize,
-    /// Unary or stream.
-    pub mode: Mode,
-    /// Namespace to write to.
-    pub namespace: String,
-    /// Where to write `{"id","cluster"}` for every headline answered while
-    /// measuring: the story its answer named, resolved through the merges
-    /// the server lists at the end (for `score.py`).
-    pub out: Option<PathBuf>,
 }
 
 /// The measurements.
@@ -147,7 +103,7 @@ impl Spawned {
             .context("cannot start the server")?;
         let spawned = Self { child, addr, _temp: temp };
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !crate::server::probe(&spawned.addr, None, Duration::from_secs(1)).await.unwrap_or(false) {
+        while !headline_dedup::server::probe(&spawned.addr, None, Duration::from_secs(1)).await.unwrap_or(false) {
             anyhow::ensure!(Instant::now() < deadline, "the server did not become healthy");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -321,19 +277,21 @@ impl Plan {
 }
 
 /// Runs the job.
-pub async fn run(job: &LoadJob) -> anyhow::Result<LoadReport> {
+pub async fn run(job: &BenchArgs) -> anyhow::Result<LoadReport> {
     let mut rows = read_rows(&job.file)?;
     if let Some(limit) = job.limit {
         rows.truncate(limit);
     }
-    let total = if job.duration.is_some() { None } else { Some(job.total.unwrap_or(rows.len())) };
+    let duration = job.duration.map(Duration::from_secs);
+    let total = if duration.is_some() { None } else { Some(job.total.unwrap_or(rows.len())) };
+    let credentials = job.credentials.credentials();
     let feed = Feed::new(rows, job.order, total)?;
     let spawned = match &job.addr {
         Some(_) => None,
         None => Some(Spawned::start(job.data_dir.clone(), &job.settings).await?),
     };
     let addr = job.addr.clone().or_else(|| spawned.as_ref().map(|s| s.addr.clone())).unwrap_or_default();
-    let mut client = connect(&addr, &job.credentials).await?;
+    let mut client = connect(&addr, &credentials).await?;
     let preload = feed.slice(0..job.preload);
     for chunk in preload.chunks(1000) {
         client
@@ -348,7 +306,7 @@ pub async fn run(job: &LoadJob) -> anyhow::Result<LoadReport> {
         batch: job.batch.max(1),
         next: AtomicUsize::new(0),
         started,
-        until: job.duration.map(|d| started + d),
+        until: duration.map(|d| started + d),
         rate: job.rate.filter(|r| *r > 0.0),
         reads: job.reads,
         namespace: job.namespace.clone(),
@@ -357,14 +315,17 @@ pub async fn run(job: &LoadJob) -> anyhow::Result<LoadReport> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
     let mut workers = Vec::new();
     for _ in 0..job.concurrency.max(1) {
-        let client = connect(&addr, &job.credentials).await?;
+        let client = connect(&addr, &credentials).await?;
         let (plan, tx, mode) = (Arc::clone(&plan), tx.clone(), job.mode);
         workers.push(tokio::spawn(async move { worker(client, mode, plan, tx).await }));
     }
     drop(tx);
     let mut all = Tally::default();
     let mut interval = Tally::default();
-    let mut ticks = job.report_every.map(|every| tokio::time::interval_at((started + every).into(), every));
+    let mut ticks = job
+        .report_every
+        .map(Duration::from_secs)
+        .map(|every| tokio::time::interval_at((started + every).into(), every));
     loop {
         let tick = async {
             match &mut ticks {

@@ -1,5 +1,11 @@
 //! The `headline-dedup` binary: parse the command line, set up logging, run
-//! the chosen command.
+//! the chosen command. The service itself is the library's
+//! (`headline_dedup::server::run`); the tools around it are here.
+
+mod commands;
+mod config;
+mod eval;
+mod loadgen;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,20 +13,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use config::{BenchArgs, Cli, Command, EvalArgs, IngestArgs, LogFormat, ServeArgs};
 use headline_dedup::api::Limits;
 use headline_dedup::app::{App, SettingsBook};
-use headline_dedup::client::{self, IngestJob};
-use headline_dedup::config::{BenchArgs, Cli, Command, EvalArgs, IngestArgs, LogFormat, ServeArgs};
 use headline_dedup::core::embed::StaticModel;
-use headline_dedup::eval::{self, EvalJob};
 use headline_dedup::server::{self, ServerOptions};
 use headline_dedup::store::{Store, panic_message};
 use tonic::transport::Identity;
 use tracing::info;
-
-/// How long open metrics and board connections may delay the exit after the
-/// gRPC server has stopped.
-const WEB_GRACE_PERIOD: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,9 +34,9 @@ fn main() -> ExitCode {
         Command::Eval(args) => run_eval(args).map(|()| ExitCode::SUCCESS),
         Command::Ingest(args) => run_ingest(args).map(|()| ExitCode::SUCCESS),
         Command::Stories(args) => {
-            let credentials = args.credentials.into();
+            let credentials = args.credentials.credentials();
             runtime()
-                .and_then(|rt| rt.block_on(client::stories(&args.addr, &credentials, &args.namespace, args.top)))
+                .and_then(|rt| rt.block_on(commands::stories(&args.addr, &credentials, &args.namespace, args.top)))
                 .map(|table| {
                     print!("{table}");
                     ExitCode::SUCCESS
@@ -74,7 +74,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let settings = SettingsBook::parse(args.settings.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
+    let settings = SettingsBook::parse(args.settings.iter().map(String::as_str))?;
     init_logging(args.log_format);
     log_panics();
     let model = Arc::new(StaticModel::bundled()?);
@@ -94,24 +94,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         auth_token: auth_token(&args)?,
     };
     runtime()?.block_on(async {
-        let metrics = headline_dedup::telemetry::install()?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
         let web_listener = tokio::net::TcpListener::bind(args.metrics_listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (--metrics-listen): {e}", args.metrics_listen))?;
-        info!(addr = %listener.local_addr()?, metrics = %web_listener.local_addr()?, "listening");
-        let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
-        let web = tokio::spawn(headline_dedup::web::serve(web_listener, Arc::clone(&app), metrics, async {
-            let _ = web_stopped.await;
-        }));
-        let served = server::serve(listener, app, options, server::shutdown_signal()).await;
-        let _ = stop_web.send(());
-        if let Ok(joined) = tokio::time::timeout(WEB_GRACE_PERIOD, web).await {
-            joined??;
-        }
-        served
+        server::run(listener, web_listener, app, options, server::shutdown_signal()).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -144,33 +133,13 @@ fn auth_token(args: &ServeArgs) -> anyhow::Result<Option<String>> {
 }
 
 fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
-    let book = SettingsBook::parse(args.settings.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
     let model = Arc::new(StaticModel::bundled()?);
-    let job = EvalJob {
-        gold: args.gold,
-        order: args.order,
-        out: args.out,
-        batch: args.batch,
-        from: args.from,
-        until: args.until,
-        gold_out: args.gold_out,
-        assignments_out: args.assignments_out,
-        settings: book.get(headline_dedup::app::DEFAULT_NAMESPACE).clone(),
-    };
-    eval::run(&job, &model)
+    eval::run(&args, &model)
 }
 
 fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
-    let job = IngestJob {
-        file: args.file,
-        addr: args.addr,
-        credentials: args.credentials.into(),
-        batch: args.batch as usize,
-        namespace: args.namespace,
-        out: args.out,
-    };
     let started = std::time::Instant::now();
-    let summary = runtime()?.block_on(client::ingest(&job))?;
+    let summary = runtime()?.block_on(commands::ingest(&args))?;
     let seconds = started.elapsed().as_secs_f64();
     println!("ingested in {seconds:.1}s ({:.0} headlines/s)", summary.total as f64 / seconds.max(1e-9));
     print!("{summary}");
@@ -178,27 +147,7 @@ fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
 }
 
 fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
-    let job = headline_dedup::loadgen::LoadJob {
-        addr: args.addr,
-        credentials: args.credentials.into(),
-        data_dir: args.data_dir,
-        file: args.file,
-        limit: args.limit,
-        total: args.total,
-        duration: args.duration.map(Duration::from_secs),
-        rate: args.rate,
-        reads: args.reads,
-        report_every: args.report_every.map(Duration::from_secs),
-        settings: args.settings,
-        preload: args.preload,
-        order: args.order,
-        concurrency: args.concurrency,
-        batch: args.batch,
-        mode: args.mode,
-        namespace: args.namespace,
-        out: args.out,
-    };
-    let report = runtime()?.block_on(headline_dedup::loadgen::run(&job))?;
+    let report = runtime()?.block_on(loadgen::run(&args))?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
