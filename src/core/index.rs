@@ -118,6 +118,21 @@ impl Segment {
         }
     }
 
+    /// Removes the points of `ids` (ascending). A graph, which cannot lose
+    /// points, is dropped, to be built again from the points left on the
+    /// next search that needs it: the same graph a restart would build.
+    fn remove(&mut self, ids: &[u64], dim: usize) {
+        let keep: Vec<bool> = self.ids.iter().map(|id| ids.binary_search(id).is_err()).collect();
+        if keep.iter().all(|&kept| kept) {
+            return;
+        }
+        let rows = self.vectors.chunks_exact(dim).zip(&keep).filter(|(_, kept)| **kept);
+        self.vectors = rows.flat_map(|(row, _)| row.iter().copied()).collect();
+        let mut kept = keep.iter();
+        self.ids.retain(|_| kept.next().copied().unwrap_or(true));
+        self.graph.take();
+    }
+
     fn vector(&self, id: u64, dim: usize) -> Option<&[i8]> {
         let row = self.ids.binary_search(&id).ok()?;
         self.vectors.get(row * dim..(row + 1) * dim)
@@ -239,6 +254,24 @@ impl SegmentedIndex {
         found
     }
 
+    /// Removes points, each given with the event time it was inserted at.
+    pub fn remove(&mut self, points: &[(u64, Millis)]) {
+        let mut by_segment: BTreeMap<Millis, Vec<u64>> = BTreeMap::new();
+        for &(id, time) in points {
+            by_segment.entry(self.bucket(time)).or_default().push(id);
+        }
+        let dim = self.dim;
+        for (bucket, mut ids) in by_segment {
+            ids.sort_unstable();
+            if let Some(segment) = self.segments.get_mut(&bucket) {
+                segment.remove(&ids, dim);
+                if segment.ids.is_empty() {
+                    self.segments.remove(&bucket);
+                }
+            }
+        }
+    }
+
     /// Drops every segment that ends at or before `time`; returns how many
     /// points went with them.
     pub fn drop_before(&mut self, time: Millis) -> usize {
@@ -318,6 +351,47 @@ mod tests {
         assert_eq!(index.len(), 1);
         assert!(index.search(&unit(1, 16), -DAY_MS, DAY_MS, 5).is_empty());
         assert_eq!(index.vector(1, 0), None);
+    }
+
+    #[test]
+    fn removed_points_leave_as_if_they_had_never_come() {
+        let mut index = SegmentedIndex::new(DAY_MS, 16);
+        let mut fresh = SegmentedIndex::new(DAY_MS, 16);
+        for id in 0..600u64 {
+            index.insert(id, (id as Millis % 3) * DAY_MS, &unit(id, 16));
+            if id % 5 != 0 {
+                fresh.insert(id, (id as Millis % 3) * DAY_MS, &unit(id, 16));
+            }
+        }
+        let removed: Vec<(u64, Millis)> = (0..600u64).step_by(5).map(|id| (id, (id as Millis % 3) * DAY_MS)).collect();
+        index.remove(&removed);
+        assert_eq!(index.len(), fresh.len());
+        assert_eq!(index.vector(5, 2 * DAY_MS), None);
+        assert_eq!(index.vector(7, DAY_MS), Some(unit(7, 16).as_slice()));
+        for probe in [5u64, 77, 1234] {
+            let query = unit(probe, 16);
+            assert_eq!(index.search(&query, 0, 2 * DAY_MS, 10), fresh.search(&query, 0, 2 * DAY_MS, 10));
+        }
+        index.remove(&(0..600u64).map(|id| (id, (id as Millis % 3) * DAY_MS)).collect::<Vec<_>>());
+        assert!(index.is_empty() && index.segments.is_empty(), "empty segments go");
+    }
+
+    #[test]
+    fn a_large_segment_that_loses_a_point_builds_the_graph_a_restart_would() {
+        let n = FLAT_LIMIT as u64 + 200;
+        let (mut kept, mut restarted) = (SegmentedIndex::new(DAY_MS, 8), SegmentedIndex::new(DAY_MS, 8));
+        for id in 0..n {
+            kept.insert(id, 0, &unit(id, 8));
+            if id != 42 {
+                restarted.insert(id, 0, &unit(id, 8));
+            }
+        }
+        kept.build(0, 0);
+        kept.remove(&[(42, 0)]);
+        for probe in [7u64, 4321, n + 99] {
+            let query = unit(probe, 8);
+            assert_eq!(kept.search(&query, 0, 0, 10), restarted.search(&query, 0, 0, 10));
+        }
     }
 
     #[test]

@@ -120,3 +120,52 @@ impl Ord for Link {
         self.strength.total_cmp(&other.strength).then_with(|| (other.a, other.b).cmp(&(self.a, self.b)))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::super::testing::{fixed_engine, item};
+    use crate::core::types::{DAY_MS, MatchKind, StoryId};
+
+    const DAY: i64 = 100 * DAY_MS;
+
+    #[test]
+    fn stories_that_clear_the_merge_threshold_merge_and_others_do_not() {
+        // a and b are 0.4 apart: too little to join (0.5), enough to merge (0.3);
+        // c is unrelated.
+        let mut engine =
+            fixed_engine(&[("alpha", [1.0, 0.0, 0.0]), ("beta", [0.4, 0.9165, 0.0]), ("gamma", [0.0, 0.0, 1.0])]);
+        let answers =
+            engine.ingest(&[item("a", "alpha", DAY), item("b", "beta", DAY + 1), item("c", "gamma", DAY + 2)]);
+        let kinds: Vec<MatchKind> = answers.iter().map(|a| a.as_ref().map(|a| a.kind).expect("answered")).collect();
+        assert_eq!(kinds, vec![MatchKind::NewStory; 3], "nothing joins");
+        assert_eq!(engine.stats().merges, 1);
+        assert_eq!(engine.story(StoryId(2)).map(|s| s.id), Some(StoryId(1)), "b's story redirects to a's, the older");
+        assert_eq!(engine.story(StoryId(1)).map(|s| s.size), Some(2));
+        assert_eq!(engine.story(StoryId(3)).map(|s| s.size), Some(1), "c stays alone");
+    }
+
+    #[test]
+    fn stories_apart_in_time_do_not_merge() {
+        let mut engine = fixed_engine(&[("alpha", [1.0, 0.0, 0.0]), ("beta", [0.4, 0.9165, 0.0])]);
+        engine.ingest(&[item("a", "alpha", DAY)]);
+        engine.ingest(&[item("b", "beta", DAY + 2 * DAY_MS)]);
+        assert_eq!(engine.stats().merges, 0);
+        assert_eq!(engine.stats().stories, 2);
+    }
+
+    #[test]
+    fn the_strongest_link_merges_first_and_the_survivor_is_measured_again() {
+        // b is closer to a (0.45) than to c (0.35), and a and c are
+        // unrelated: a and b merge, and the merged story's linkage with c
+        // ((0.35 + 0) / 2) no longer clears the threshold.
+        let mut engine =
+            fixed_engine(&[("alpha", [1.0, 0.0, 0.0]), ("beta", [0.45, 0.35, 0.8216]), ("gamma", [0.0, 1.0, 0.0])]);
+        engine.ingest(&[item("a", "alpha", DAY), item("c", "gamma", DAY + 1)]);
+        engine.ingest(&[item("b", "beta", DAY + 2)]);
+        assert_eq!(engine.stats().merges, 1);
+        let a = engine.headline("a").map(|h| h.story_id);
+        assert_eq!(engine.headline("b").map(|h| h.story_id), a, "b went with a");
+        assert_ne!(engine.headline("c").map(|h| h.story_id), a);
+    }
+}

@@ -42,6 +42,8 @@ mod ids;
 mod ledger;
 mod persist;
 mod query;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -383,9 +385,13 @@ impl Engine {
     fn remove(&mut self, seqs: &[u64]) -> usize {
         let mut touched = BTreeSet::new();
         let mut removed = 0;
+        let mut points = Vec::new();
         for &seq in seqs {
             let Some(record) = self.ledger.remove(seq) else { continue };
             removed += 1;
+            if record.exemplar() {
+                points.push((seq, record.headline.published));
+            }
             if record.kind != MatchKind::ExactDuplicate {
                 self.terms.remove(&record.norm);
                 self.exact.forget(record.norm.key, seq);
@@ -393,6 +399,9 @@ impl Engine {
             touched.insert(self.book.resolve(record.story));
             self.journal.removed.push((seq, record.headline.published));
         }
+        // The index forgets them too, so that it is the index a restart
+        // would build from what is left.
+        self.index.remove(&points);
         for id in touched {
             self.book.rebuild(id, |seq| self.ledger.member(&self.index, seq));
         }

@@ -214,3 +214,113 @@ impl Engine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::super::testing::{fixed_engine, item};
+    use super::*;
+    use crate::core::types::{DAY_MS, StoryOrder, StoryQuery};
+
+    /// What a store holds after applying every change.
+    #[derive(Default)]
+    struct Stored {
+        records: BTreeMap<u64, PersistedRecord>,
+        redirects: BTreeMap<StoryId, StoryId>,
+        counters: Counters,
+    }
+
+    impl Stored {
+        fn apply(&mut self, changes: Changes) {
+            for record in changes.added {
+                self.records.insert(record.seq, record);
+            }
+            for (seq, _) in changes.removed {
+                self.records.remove(&seq);
+            }
+            self.redirects.extend(changes.redirects);
+            for from in changes.dropped_redirects {
+                self.redirects.remove(&from);
+            }
+            self.counters = changes.counters;
+        }
+    }
+
+    fn everything(engine: &Engine) -> (Vec<String>, Vec<String>) {
+        let mut headlines: Vec<String> = engine
+            .ledger
+            .before(Millis::MAX)
+            .into_iter()
+            .filter_map(|seq| engine.ledger.get(seq))
+            .filter_map(|r| engine.headline(&r.headline.id))
+            .map(|h| format!("{} {} {:?} {:?}", h.headline.id, h.story_id, h.kind, h.matched_headline_id))
+            .collect();
+        headlines.sort();
+        let query =
+            StoryQuery { start: None, end: None, min_size: 1, order: StoryOrder::Size, limit: usize::MAX, after: None };
+        let stories = engine
+            .list_stories(&query)
+            .0
+            .iter()
+            .map(|s| format!("{} {} {}", s.id, s.canonical_headline_id, s.size))
+            .collect();
+        (headlines, stories)
+    }
+
+    #[test]
+    fn the_stored_changes_restore_the_same_engine() {
+        let vectors = [
+            ("alpha", [1.0, 0.0, 0.0]),
+            ("alpha two", [0.95, 0.31, 0.0]),
+            ("beta", [0.4, 0.9165, 0.0]),
+            ("gamma", [0.0, 0.0, 1.0]),
+        ];
+        let mut engine = fixed_engine(&vectors);
+        let mut store = Stored::default();
+        let day = 10 * DAY_MS;
+        let batches = [
+            vec![item("a", "alpha", day), item("g", "gamma", day)],
+            vec![item("a2", "alpha", day + 1), item("b", "beta", day + 2)],
+            vec![item("a3", "alpha two", day + 3), item("g2", "gamma", day + 4 * DAY_MS)],
+        ];
+        for batch in &batches {
+            engine.ingest(batch);
+            store.apply(engine.take_changes());
+        }
+        engine.delete(&["g".to_owned()]);
+        store.apply(engine.take_changes());
+        assert!(engine.stats().merges > 0, "the history has a merge");
+        let redirects: Vec<(StoryId, StoryId)> = store.redirects.iter().map(|(a, b)| (*a, *b)).collect();
+        let records = store.records.values().cloned().map(Ok::<_, CoreError>);
+        let restored =
+            Engine::restore(engine.settings.clone(), Arc::clone(&engine.embedder), store.counters, &redirects, records)
+                .expect("restored");
+        assert_eq!(everything(&restored), everything(&engine));
+        assert_eq!(restored.counters(), engine.counters());
+        assert_eq!(restored.stats(), engine.stats());
+    }
+
+    #[test]
+    fn an_inconsistent_store_is_refused() {
+        let mut engine = fixed_engine(&[("alpha", [1.0, 0.0, 0.0])]);
+        engine.ingest(&[item("a", "alpha", 0), item("b", "alpha", 1)]);
+        let changes = engine.take_changes();
+        let restore = |records: Vec<PersistedRecord>| {
+            let records = records.into_iter().map(Ok::<_, CoreError>);
+            Engine::restore(engine.settings.clone(), Arc::clone(&engine.embedder), changes.counters, &[], records)
+                .map(|_| ())
+        };
+        let mut backwards = changes.added.clone();
+        backwards.reverse();
+        assert!(matches!(restore(backwards), Err(CoreError::Inconsistent(_))));
+        let mut twice = changes.added.clone();
+        twice[1].headline.id = "a".into();
+        assert!(matches!(restore(twice), Err(CoreError::Inconsistent(_))));
+        let mut short = changes.added.clone();
+        short[0].vector = QuantizedVector::new(&[1.0]);
+        assert!(matches!(restore(short), Err(CoreError::Inconsistent(_))));
+        assert!(restore(changes.added.clone()).is_ok());
+    }
+}
