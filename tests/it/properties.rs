@@ -122,7 +122,7 @@ proptest! {
         };
         let app = open(dir.path());
         let day = |row: &Row| {
-            let time = if row.id.len() % 2 == 0 { "2014-03-11T06:00:00Z" } else { "2014-03-12T12:00:00Z" };
+            let time = if row.id.len().is_multiple_of(2) { "2014-03-11T06:00:00Z" } else { "2014-03-12T12:00:00Z" };
             at(row, &row.id, time)
         };
         let mut rest: &[Row] = &rows;
