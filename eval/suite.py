@@ -78,7 +78,7 @@ class Suite:
         gold = self.uci_gold(name, extra)
         seconds = self.eval(gold, name, order="shuffle-day")
         s = self.score(gold, self.path(name + ".pred"))
-        return {"b3_f1": s["bcubed"]["f1"], "pair_f1": s["pairwise"]["f1"], "seconds": round(seconds, 1)}
+        return {"b3_f1": s["bcubed_f1"], "pair_f1": s["pairwise_f1"], "seconds": round(seconds, 1)}
 
     def uci_dev(self):
         return self.uci_period("uci-dev", ["--until", "2014-05-01"])
@@ -97,7 +97,7 @@ class Suite:
             feed = os.path.join(feeds, name)
             key = name.removeprefix("feed-").removesuffix(".jsonl")
             self.eval(feed, "kw-" + key, order="shuffle-day")
-            scores[key] = round(self.score(feed, self.path("kw-" + key + ".pred"))["bcubed"]["f1"], 4)
+            scores[key] = round(self.score(feed, self.path("kw-" + key + ".pred"))["bcubed_f1"], 4)
         values = list(scores.values())
         worst = min(scores, key=scores.get)
         return {"mean_b3_f1": sum(values) / len(values), "worst": f"{worst} {scores[worst]:.3f}", "feeds": scores}
@@ -130,7 +130,7 @@ class Suite:
         s = self.score(gold, self.path("keyed.pred"))
         dup_pred, _ = self.dup_groups("keyed")
         d = self.score(gold, dup_pred, label="dup")
-        return {"b3_f1": s["bcubed"]["f1"], "pair_f1": s["pairwise"]["f1"], "dup_pair_f1": d["pairwise"]["f1"]}
+        return {"b3_f1": s["bcubed_f1"], "pair_f1": s["pairwise_f1"], "dup_pair_f1": d["pairwise_f1"]}
 
     def lookalikes(self):
         gold = os.path.join(HERE, "lookalikes", "dev.jsonl")
@@ -140,13 +140,13 @@ class Suite:
         _, answers = self.dup_groups("lookalikes")
         false = [a["id"] for a in answers
                  if a["kind"] in ("exact_duplicate", "near_duplicate") and story[a["id"]] != story[a["matched"]]]
-        return {"b3_f1": s["bcubed"]["f1"], "pair_f1": s["pairwise"]["f1"], "false_duplicates": len(false)}
+        return {"b3_f1": s["bcubed_f1"], "pair_f1": s["pairwise_f1"], "false_duplicates": len(false)}
 
     def stc(self):
         gold = os.path.join(self.eval_dir, "googlenews-stc", "headlines.jsonl.gz")
         self.eval(gold, "stc")
         s = self.score(gold, self.path("stc.pred"))
-        return {"b3_f1": s["bcubed"]["f1"], "pair_f1": s["pairwise"]["f1"]}
+        return {"b3_f1": s["bcubed_f1"], "pair_f1": s["pairwise_f1"]}
 
     def wire(self, name, start, until):
         gold = self.path(name + ".jsonl")
