@@ -88,6 +88,24 @@ pub fn near_duplicate_veto(a: &str, b: &str) -> Option<&'static str> {
 /// words only in `b`) between two common words of a longest common
 /// subsequence. Pure insertions or deletions are not replacements.
 fn replaced_runs<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<(Vec<&'a str>, Vec<&'a str>)> {
+    let pick = |words: &[&'a str], at: &[usize]| at.iter().filter_map(|&i| words.get(i).copied()).collect();
+    alignment(a, b)
+        .1
+        .iter()
+        .filter(|(ra, rb)| !ra.is_empty() && !rb.is_empty())
+        .map(|(ra, rb)| (pick(a, ra), pick(b, rb)))
+        .collect()
+}
+
+/// A place where two word sequences differ: the positions only in the
+/// first, and those only in the second.
+type Run = (Vec<usize>, Vec<usize>);
+
+/// The length of a longest common subsequence of `a` and `b`, and the
+/// places where they differ: pairs of (positions only in `a`, positions
+/// only in `b`) between two common words of that subsequence (or an end),
+/// one side possibly empty.
+fn alignment(a: &[&str], b: &[&str]) -> (usize, Vec<Run>) {
     let width = b.len() + 1;
     // lcs[i * width + j] = LCS length of a[i..] and b[j..]; past either end
     // it is 0.
@@ -102,6 +120,7 @@ fn replaced_runs<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<(Vec<&'a str>, Vec<&'a
             }
         }
     }
+    let common = usize::from(at(&lcs, 0, 0));
     let (mut i, mut j) = (0, 0);
     let mut runs = Vec::new();
     let (mut removed, mut added) = (Vec::new(), Vec::new());
@@ -115,16 +134,16 @@ fn replaced_runs<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<(Vec<&'a str>, Vec<&'a
                 i += 1;
                 j += 1;
             }
-            (None, Some(y)) => {
-                added.push(*y);
+            (None, Some(_)) => {
+                added.push(j);
                 j += 1;
             }
-            (Some(_), Some(y)) if at(&lcs, i, j + 1) >= at(&lcs, i + 1, j) => {
-                added.push(*y);
+            (Some(_), Some(_)) if at(&lcs, i, j + 1) >= at(&lcs, i + 1, j) => {
+                added.push(j);
                 j += 1;
             }
-            (Some(x), _) => {
-                removed.push(*x);
+            (Some(_), _) => {
+                removed.push(i);
                 i += 1;
             }
         }
@@ -132,17 +151,104 @@ fn replaced_runs<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<(Vec<&'a str>, Vec<&'a
     if !removed.is_empty() || !added.is_empty() {
         runs.push((removed, added));
     }
-    runs.retain(|(r, a)| !r.is_empty() && !a.is_empty());
-    runs
+    (common, runs)
+}
+
+/// A headline's normalised words, and which of them name something (see
+/// `CaseStats::names`).
+#[derive(Debug, Clone)]
+pub struct Words<'a> {
+    words: Vec<&'a str>,
+    names: Vec<bool>,
+}
+
+impl<'a> Words<'a> {
+    /// The words of a normalised text, with which of them are names.
+    pub fn new(text: &'a str, names: Vec<bool>) -> Self {
+        Self { words: text.split(' ').filter(|w| !w.is_empty()).collect(), names }
+    }
+
+    /// Whether one of the words is `word` or a form of it.
+    pub fn has(&self, word: &str) -> bool {
+        self.words.contains(&word) || self.words.iter().any(|w| is_variant(w, word))
+    }
+
+    /// A word of the run at `positions` that names something the other
+    /// headline names nowhere.
+    fn own_name(&self, positions: &[usize], other: &Words<'_>) -> Option<&'a str> {
+        positions
+            .iter()
+            .filter(|&&i| self.names.get(i).copied().unwrap_or(false))
+            .filter_map(|&i| self.words.get(i).copied())
+            .find(|w| !other.has(w))
+    }
+
+    /// The first letters of the words at `positions` ("gm" for "general
+    /// motors").
+    fn initials(&self, positions: &[usize]) -> String {
+        positions.iter().filter_map(|&i| self.words.get(i)?.chars().next()).collect()
+    }
+
+    /// Whether a word at `positions` abbreviates or misspells the words of
+    /// `other` at `theirs`: it starts with their initials ("gm" for "general
+    /// motors", "osu" for "ohio state"), one of them starts with it ("st"
+    /// for "street", "im" for "imf") or is spelt almost like it ("rajeev" /
+    /// "rajiv", "spanish" / "spains").
+    fn abbreviates(&self, positions: &[usize], other: &Words<'_>, theirs: &[usize]) -> bool {
+        let initials = other.initials(theirs);
+        let longer: Vec<&str> = theirs.iter().filter_map(|&i| other.words.get(i).copied()).collect();
+        positions.iter().filter_map(|&i| self.words.get(i)).any(|w| {
+            (theirs.len() > 1 && w.starts_with(&initials))
+                || longer.iter().any(|l| (w.len() >= 2 && l.starts_with(*w)) || strsim::jaro_winkler(w, l) >= SAME_NAME)
+        })
+    }
+}
+
+/// Two headlines at least this close (cosine of their vectors) are checked
+/// for being look-alikes: the same wording with other names is close.
+pub const LOOK_ALIKE_COSINE: f32 = 0.5;
+
+/// The most words a look-alike's name slot holds on either side: "Iowa
+/// caucuses" for "Ohio primary" is a slot, "International Court of
+/// Justice" for "ICJ" a rewording.
+const LOOK_ALIKE_SLOT: usize = 2;
+
+/// Two names at least this alike (Jaro-Winkler) are one name spelt two ways.
+const SAME_NAME: f64 = 0.85;
+
+/// Whether two headlines are the same template filled with different names
+/// ("Trump wins Iowa caucuses" / "Trump wins Ohio primary", "... off coast
+/// of Japan" / "... off coast of Chile"): every place where they differ
+/// replaces at most [`LOOK_ALIKE_SLOT`] words with as many (nothing is only
+/// added or only dropped), at least half of the longer one's words, and two
+/// at least, are common to both, and in one place each side names
+/// something the other names nowhere (not an abbreviation of the other
+/// side: "GM" for "General Motors"). Returns those two names.
+pub fn look_alike<'a, 'b>(a: &Words<'a>, b: &Words<'b>) -> Option<(&'a str, &'b str)> {
+    let everywhere = |w: &Words<'_>| (0..w.words.len()).collect::<Vec<usize>>();
+    if a.own_name(&everywhere(a), b).is_none() || b.own_name(&everywhere(b), a).is_none() {
+        return None;
+    }
+    let (common, runs) = alignment(&a.words, &b.words);
+    let slots = |(ra, rb): &Run| (1..=LOOK_ALIKE_SLOT).contains(&ra.len()) && (1..=LOOK_ALIKE_SLOT).contains(&rb.len());
+    if common < 2 || common * 2 < a.words.len().max(b.words.len()) || !runs.iter().all(slots) {
+        return None;
+    }
+    runs.iter()
+        .filter(|(ra, rb)| !a.abbreviates(ra, b, rb) && !b.abbreviates(rb, a, ra))
+        .find_map(|(ra, rb)| Some((a.own_name(ra, b)?, b.own_name(rb, a)?)))
 }
 
 /// Two forms of one word: a shared stem of at least four letters
 /// (`northern`/`north`), a word and its extension (`fed`/`feds`), or a
 /// one-letter typo.
-fn is_variant(a: &str, b: &str) -> bool {
+pub fn is_variant(a: &str, b: &str) -> bool {
     let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
-    let shorter = a.chars().count().min(b.chars().count());
-    common >= 4 || (common >= 3 && common == shorter) || (shorter >= 4 && strsim::levenshtein(a, b) <= 1)
+    let (len_a, len_b) = (a.chars().count(), b.chars().count());
+    let shorter = len_a.min(len_b);
+    common >= 4
+        || (common >= 3 && common == shorter)
+        || (shorter >= 4 && len_a.abs_diff(len_b) <= 1 && strsim::levenshtein(a, b) <= 1)
 }
 
 /// Function words whose replacement does not change the story.
@@ -224,6 +330,90 @@ mod tests {
         );
         assert_eq!(veto("Apple unveils the new iPhone", "Apple unveils new iPhone"), None);
         assert_eq!(veto("Fed's Plosser sees high bar", "Feds Plosser sees a high bar"), None);
+    }
+
+    /// A headline's normalised text and names, in a feed that has seen
+    /// nothing yet.
+    fn words(text: &str) -> (String, Vec<bool>) {
+        let norm = normalize(text, None);
+        let names = crate::core::embed::CaseStats::default().names(&norm);
+        (norm.text, names)
+    }
+
+    fn alike(a: &str, b: &str) -> Option<(String, String)> {
+        let ((ta, na), (tb, nb)) = (words(a), words(b));
+        look_alike(&Words::new(&ta, na), &Words::new(&tb, nb)).map(|(x, y)| (x.to_owned(), y.to_owned()))
+    }
+
+    #[test]
+    fn one_template_with_other_names_or_numbers_is_a_look_alike() {
+        let pairs = [
+            ("Trump wins Iowa caucuses", "Trump wins Ohio primary", ("iowa", "ohio")),
+            (
+                "Magnitude 6.1 earthquake strikes off coast of Japan",
+                "Magnitude 6.1 earthquake strikes off coast of Chile",
+                ("japan", "chile"),
+            ),
+            ("Tesla shares jump 8% after earnings beat", "Ford shares jump 8% after earnings beat", ("tesla", "ford")),
+            (
+                "Toyota quarterly profit falls 30% as U.S. tariffs bite",
+                "Honda quarterly profit falls 30% as U.S. tariffs bite",
+                ("toyota", "honda"),
+            ),
+            (
+                "Bank of England holds interest rates at 5.25%",
+                "Bank of Canada holds interest rates at 5%",
+                ("england", "canada"),
+            ),
+            (
+                "Manchester United beat Liverpool 2-1 at Old Trafford",
+                "Manchester City beat Arsenal 2-1 at the Etihad",
+                ("united", "city"),
+            ),
+            (
+                "Microsoft to acquire Activision Blizzard for $69 billion",
+                "Sony to acquire Bungie for $3.6 billion",
+                ("microsoft", "sony"),
+            ),
+            ("Dow rises 300 points as inflation cools", "Nikkei rises 300 points as yen weakens", ("dow", "nikkei")),
+        ];
+        for (a, b, (x, y)) in pairs {
+            assert_eq!(alike(a, b), Some((x.to_owned(), y.to_owned())), "{a} / {b}");
+        }
+    }
+
+    #[test]
+    fn rewrites_copies_and_title_case_are_not_look_alikes() {
+        for (a, b) in [
+            ("Trump wins Ohio primary", "Trump cruises to victory in Ohio primary"),
+            (
+                "Typhoon Nari makes landfall in southern Japan",
+                "Typhoon Nari makes landfall in southern Japan - ABC News",
+            ),
+            (
+                "Japan's ruling coalition set to lose upper house majority",
+                "Japan's ruling bloc loses control of upper house",
+            ),
+            ("Fed raises rates", "Federal Reserve raises rates"),
+            // Title Case says nothing about names: only numbers count there.
+            ("Google Offers Apps Referral Program", "Google Launches Apps Referral Program"),
+            ("Strong quake shakes northern Japan", "Magnitude 6.1 earthquake strikes off Japan's Hokkaido"),
+            // A rewording with more or fewer words is not a template.
+            ("Trump cruises to victory in Iowa, DeSantis a distant second", "Trump cruises to victory in Ohio primary"),
+            (
+                "Japan's whaling not for scientific research, rules International Court of Justice",
+                "Japan's whaling not for scientific research, rules ICJ",
+            ),
+            ("Keith Richards to release children's book in September", "Keith Richards set to release children's book"),
+            (
+                "GM to recall 1.5 mln vehicles to fix power steering",
+                "General Motors to recall 1.5 mln vehicles to fix power steering",
+            ),
+            // A story's numbers change as it goes on.
+            ("Death toll from Typhoon Nari rises to five", "Death toll from Typhoon Nari rises to 7"),
+        ] {
+            assert_eq!(alike(a, b), None, "{a} / {b}");
+        }
     }
 
     #[test]

@@ -18,12 +18,20 @@ pub struct Normalized {
     pub text: String,
     /// A stable 64-bit hash of `text`: equal keys mean an exact duplicate.
     pub key: u64,
+    /// Bit `i` is set when token `i` began with a capital letter in the
+    /// headline (tokens past the 64th never).
+    pub capitals: u64,
 }
 
 impl Normalized {
     /// The tokens of the normalised text.
     pub fn tokens(&self) -> impl Iterator<Item = &str> {
         self.text.split(' ').filter(|t| !t.is_empty())
+    }
+
+    /// The tokens, each with whether it began with a capital letter.
+    pub fn cased_tokens(&self) -> impl Iterator<Item = (&str, bool)> {
+        self.tokens().enumerate().map(|(i, token)| (token, i < 64 && self.capitals >> i & 1 == 1))
     }
 }
 
@@ -33,9 +41,9 @@ pub fn normalize(text: &str, source: Option<&str>) -> Normalized {
     let cleaned = clean(text);
     let body = strip_prefixes(strip_suffix(&cleaned, source));
     let body = strip_truncation(body);
-    let text = tokenize(body);
+    let (text, capitals) = tokenize(body);
     let key = stable_hash(text.as_bytes());
-    Normalized { text, key }
+    Normalized { text, key, capitals }
 }
 
 /// Entities, NFKC, invisible characters, quotes and dashes; whitespace runs
@@ -250,9 +258,10 @@ fn strip_truncation(text: &str) -> &str {
 /// word is dropped (`Iraq's` = `Iraqs`, `don't` = `dont`); `.` and `,`
 /// between digits are kept as `.` and dropped respectively (`5,000` =
 /// `5000`, `0.25` stays).
-fn tokenize(text: &str) -> String {
+fn tokenize(text: &str) -> (String, u64) {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
+    let (mut capitals, mut tokens) = (0u64, 0u32);
     let mut in_token = false;
     for (i, &c) in chars.iter().enumerate() {
         let prev = i.checked_sub(1).and_then(|j| chars.get(j)).copied();
@@ -260,8 +269,14 @@ fn tokenize(text: &str) -> String {
         let between_alnum = prev.is_some_and(char::is_alphanumeric) && next.is_some_and(char::is_alphanumeric);
         let between_digits = prev.is_some_and(|p| p.is_ascii_digit()) && next.is_some_and(|n| n.is_ascii_digit());
         if c.is_alphanumeric() {
-            if !in_token && !out.is_empty() {
-                out.push(' ');
+            if !in_token {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                if c.is_uppercase() && tokens < 64 {
+                    capitals |= 1 << tokens;
+                }
+                tokens = tokens.saturating_add(1);
             }
             out.extend(c.to_lowercase());
             in_token = true;
@@ -275,7 +290,7 @@ fn tokenize(text: &str) -> String {
             in_token = false;
         }
     }
-    out
+    (out, capitals)
 }
 
 /// FNV-1a, 64 bits: stable across runs, platforms and versions.

@@ -33,6 +33,9 @@ pub struct Story {
     pub canonical: u64,
     /// Stories merged into this one, ascending.
     pub merged: Vec<StoryId>,
+    /// Members kept from another story as its look-alike when they came,
+    /// ascending.
+    pub look_alikes: Vec<u64>,
 }
 
 /// One wording of a story's members.
@@ -55,6 +58,8 @@ pub struct MemberInfo<'a> {
     pub vector: &'a [i8],
     /// Whether it is in the index.
     pub exemplar: bool,
+    /// Whether it was kept from another story as its look-alike.
+    pub look_alike: bool,
 }
 
 impl Story {
@@ -71,6 +76,7 @@ impl Story {
             wordings: HashMap::new(),
             canonical: 0,
             merged: Vec::new(),
+            look_alikes: Vec::new(),
         }
     }
 
@@ -91,6 +97,9 @@ impl Story {
             self.last_exemplar_time = self.last_exemplar_time.max(member.time);
         }
         self.wordings.entry(member.key).or_insert(Wording { copies: 0, first: seq }).copies += 1;
+        if member.look_alike {
+            self.look_alikes.push(seq);
+        }
         self.first_seen = self.first_seen.min(member.time);
         self.last_seen = self.last_seen.max(member.time);
     }
@@ -107,6 +116,7 @@ impl Story {
         self.first_seen = Millis::MAX;
         self.last_seen = Millis::MIN;
         self.wordings.clear();
+        self.look_alikes.clear();
         for &seq in &self.members.clone() {
             if let Some(member) = info(seq) {
                 self.sum.add(member.vector);
@@ -132,9 +142,18 @@ impl Story {
             mine.copies += wording.copies;
             mine.first = mine.first.min(wording.first);
         }
+        self.look_alikes.extend(other.look_alikes);
+        self.look_alikes.sort();
         self.merged.push(other.id);
         self.merged.extend(other.merged);
         self.merged.sort_unstable();
+    }
+
+    /// The first member of each wording, ascending.
+    pub fn wording_heads(&self) -> Vec<u64> {
+        let mut heads: Vec<u64> = self.wordings.values().map(|w| w.first).collect();
+        heads.sort_unstable();
+        heads
     }
 
     /// Mean similarity of a vector to the members.
@@ -188,6 +207,7 @@ mod tests {
                 key: seq % 2,
                 vector: vectors[seq as usize].values(),
                 exemplar: seq.is_multiple_of(3),
+                look_alike: false,
             })
         };
         let mut whole = Story::new(StoryId(1), 3);

@@ -6,9 +6,11 @@
 //! inverse document frequency, so that words every headline of a feed shares
 //! ("iraq" in an Iraq feed) count for little.
 
+mod cases;
 mod lexical;
 mod static_model;
 
+pub use cases::CaseStats;
 pub use lexical::LexicalEmbedder;
 pub use static_model::{SemanticEmbedder, StaticModel, StaticModelError};
 

@@ -227,7 +227,13 @@ mod tests {
 
     fn info<'a>(vectors: &'a [QuantizedVector]) -> impl Fn(u64) -> Option<MemberInfo<'a>> + 'a {
         |seq| {
-            Some(MemberInfo { time: seq as i64, key: seq, vector: vectors.get(seq as usize)?.values(), exemplar: true })
+            Some(MemberInfo {
+                time: seq as i64,
+                key: seq,
+                vector: vectors.get(seq as usize)?.values(),
+                exemplar: true,
+                look_alike: false,
+            })
         }
     }
 

@@ -12,8 +12,13 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::Engine;
+use crate::core::compare::{LOOK_ALIKE_COSINE, is_variant, look_alike};
 use crate::core::story::Story;
 use crate::core::types::StoryId;
+use crate::core::vector::cosine_i8;
+
+/// How many wordings of the other story a look-alike is checked against.
+const LOOK_ALIKE_WORDINGS: usize = 16;
 
 impl Engine {
     /// Merges the stories linked to any of `touched` (each with the stories
@@ -44,6 +49,9 @@ impl Engine {
                 }
                 continue;
             }
+            if self.kept_apart(sa, sb) {
+                continue;
+            }
             let survivor = self.book.merge(a, b);
             changed.insert(survivor);
             self.push_links(survivor, &mut heap);
@@ -54,6 +62,44 @@ impl Engine {
         for id in survivors {
             self.book.refresh_canonical(id, |seq| self.ledger.member(&self.index, seq));
         }
+    }
+
+    /// Whether two stories were kept apart as look-alikes: a wording of
+    /// one that the join kept from the other's stories as their look-alike
+    /// is a look-alike of one of the other's first wordings, and no wording
+    /// of either names both of the names that differ (which would say one
+    /// story covers both). Such stories do not merge; other stories, however
+    /// alike their wordings, may.
+    fn kept_apart(&self, a: &Story, b: &Story) -> bool {
+        self.vetoed_against(a, b) || self.vetoed_against(b, a)
+    }
+
+    fn vetoed_against(&self, a: &Story, b: &Story) -> bool {
+        let view = self.decision_view();
+        let others: Vec<u64> = b.wording_heads().into_iter().take(LOOK_ALIKE_WORDINGS).collect();
+        for &head in &a.look_alikes {
+            let (Some(vector), Some(words)) = (self.ledger.vector(&self.index, head), view.words_of(head)) else {
+                continue;
+            };
+            for &other in &others {
+                if !self.ledger.vector(&self.index, other).is_some_and(|v| cosine_i8(vector, v) >= LOOK_ALIKE_COSINE) {
+                    continue;
+                }
+                let Some(theirs) = view.words_of(other) else { continue };
+                if let Some(pair) = look_alike(&words, &theirs) {
+                    return !self.named_together(a, pair) && !self.named_together(b, pair);
+                }
+            }
+        }
+        false
+    }
+
+    /// Whether a wording of `story` names both of two look-alikes' names.
+    fn named_together(&self, story: &Story, (x, y): (&str, &str)) -> bool {
+        story.wording_heads().into_iter().filter_map(|seq| self.ledger.get(seq)).any(|record| {
+            let has = |name: &str| record.norm.tokens().any(|t| t == name || is_variant(t, name));
+            has(x) && has(y)
+        })
     }
 
     /// Queues the links of story `id` to its neighbours (found through the

@@ -6,13 +6,14 @@ use super::book::StoryBook;
 use super::exact::ExactIndex;
 use super::ledger::Ledger;
 use super::windowed;
-use crate::core::compare::{near_duplicate_veto, string_similarity};
+use crate::core::compare::{LOOK_ALIKE_COSINE, Words, is_variant, look_alike, near_duplicate_veto, string_similarity};
+use crate::core::embed::CaseStats;
 use crate::core::index::SegmentedIndex;
 use crate::core::normalize::Normalized;
 use crate::core::settings::Settings;
 use crate::core::story::Story;
 use crate::core::types::{Assignment, Candidate, Evidence, Headline, MatchKind, Millis, StoryId};
-use crate::core::vector::QuantizedVector;
+use crate::core::vector::{QuantizedVector, cosine_i8};
 
 /// Why a decision was taken, in a word.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,9 +27,23 @@ pub enum Note {
     /// Nothing close enough.
     #[default]
     NothingClose,
+    /// The stories close enough are look-alikes: a headline of theirs is
+    /// the same wording with other names.
+    LookAlike,
+    /// Close enough to a story, past closer ones that are look-alikes.
+    SameStoryPastLookAlike,
 }
 
 impl Note {
+    const ALL: [Self; 6] = [
+        Self::SameText,
+        Self::LightEdit,
+        Self::SameStory,
+        Self::NothingClose,
+        Self::LookAlike,
+        Self::SameStoryPastLookAlike,
+    ];
+
     /// The explanation shown to clients.
     pub fn text(self) -> &'static str {
         match self {
@@ -36,6 +51,10 @@ impl Note {
             Self::LightEdit => "lightly edited copy",
             Self::SameStory => "mean similarity to the story",
             Self::NothingClose => "no story close enough",
+            Self::LookAlike => "the stories close enough are look-alikes: the same wording with other names",
+            Self::SameStoryPastLookAlike => {
+                "mean similarity to the story; closer stories are look-alikes: the same wording with other names"
+            }
         }
     }
 
@@ -46,12 +65,14 @@ impl Note {
             Self::LightEdit => 2,
             Self::SameStory => 3,
             Self::NothingClose => 4,
+            Self::LookAlike => 5,
+            Self::SameStoryPastLookAlike => 6,
         }
     }
 
     /// The note of a stored code.
     pub fn from_code(code: u32) -> Option<Self> {
-        [Self::SameText, Self::LightEdit, Self::SameStory, Self::NothingClose].into_iter().find(|n| n.code() == code)
+        Self::ALL.into_iter().find(|n| n.code() == code)
     }
 }
 
@@ -93,6 +114,9 @@ pub struct Decision {
     pub similarity: f32,
     pub scores: Scores,
     pub candidates: Vec<ScoredCandidate>,
+    /// The stories it was kept from as their look-alike: they must not
+    /// merge with its story either.
+    pub vetoed: Vec<StoryId>,
 }
 
 /// A known headline found near the new one.
@@ -107,6 +131,10 @@ pub struct ScoredCandidate {
     pub story_score: f32,
 }
 
+/// How many of a story's look-alike members are checked against the
+/// other close stories.
+const LOOK_ALIKE_HEADS: usize = 4;
+
 /// What the decision reads: immutable views of the engine's parts. The
 /// decision changes nothing.
 pub(super) struct View<'a> {
@@ -115,9 +143,10 @@ pub(super) struct View<'a> {
     pub(super) exact: &'a ExactIndex,
     pub(super) book: &'a StoryBook,
     pub(super) index: &'a SegmentedIndex,
+    pub(super) cases: &'a CaseStats,
 }
 
-impl View<'_> {
+impl<'a> View<'a> {
     /// Whether `story` still absorbs headlines at event time `time`.
     fn alive_at(&self, story: &Story, time: Millis) -> bool {
         let (from, to) = windowed(story.first_seen, story.last_seen, self.settings.story_window);
@@ -191,7 +220,75 @@ impl View<'_> {
             similarity: 1.0,
             scores: Scores { vector: 1.0, string: 1.0, story: 1.0, threshold: 1.0, note: Note::SameText },
             candidates: Vec::new(),
+            vetoed: Vec::new(),
         })
+    }
+
+    /// A stored headline's words, with which of them are names as the feed
+    /// writes them now.
+    pub(super) fn words_of(&self, seq: u64) -> Option<Words<'a>> {
+        let record = self.ledger.get(seq)?;
+        Some(Words::new(&record.norm.text, self.cases.names(&record.norm)))
+    }
+
+    /// The names that the candidates (of the stories close enough to join)
+    /// that are look-alikes of the headline name where the headline names
+    /// another (`Toyota` for a
+    /// headline that says `Honda` in the same wording).
+    fn swapped_names(&self, words: &Words<'_>, candidates: &[ScoredCandidate]) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for candidate in candidates.iter().filter(|c| c.vector >= LOOK_ALIKE_COSINE) {
+            let Some(theirs) = self.words_of(candidate.seq) else { continue };
+            if let Some((_, theirs)) = look_alike(words, &theirs)
+                && !names.iter().any(|n| n == theirs)
+            {
+                names.push(theirs.to_owned());
+            }
+        }
+        names
+    }
+
+    /// The close stories that a close story was kept apart from as its
+    /// look-alike, where the headline names what that story names and not
+    /// what they name: a rewrite of the Chile quake ("Strong quake shakes
+    /// central Chile") is kept from the Japan quake's story once the two
+    /// stories are known look-alikes, however close it is to that story.
+    fn rivals(&self, words: &Words<'_>, close: &[StoryId], candidates: &[ScoredCandidate]) -> Vec<StoryId> {
+        let mut rivals = Vec::new();
+        for &story in close {
+            let Some(kept) = self.book.get(story) else { continue };
+            for &head in kept.look_alikes.iter().take(LOOK_ALIKE_HEADS) {
+                let (Some(vector), Some(theirs)) = (self.ledger.vector(self.index, head), self.words_of(head)) else {
+                    continue;
+                };
+                for other in candidates.iter().filter(|c| c.story != story && close.contains(&c.story)) {
+                    let near = self
+                        .ledger
+                        .vector(self.index, other.seq)
+                        .is_some_and(|v| cosine_i8(vector, v) >= LOOK_ALIKE_COSINE);
+                    let Some(other_words) = self.words_of(other.seq).filter(|_| near) else { continue };
+                    let Some((mine, its)) = look_alike(&theirs, &other_words) else { continue };
+                    let loser = match (words.has(mine), words.has(its)) {
+                        (true, false) => other.story,
+                        (false, true) => story,
+                        _ => continue,
+                    };
+                    if !rivals.contains(&loser) {
+                        rivals.push(loser);
+                    }
+                }
+            }
+        }
+        rivals
+    }
+
+    /// Whether a candidate of `story` names one of `names`.
+    fn names_any(&self, candidates: &[ScoredCandidate], story: StoryId, names: &[String]) -> bool {
+        candidates
+            .iter()
+            .filter(|c| c.story == story)
+            .filter_map(|c| self.ledger.get(c.seq))
+            .any(|record| record.norm.tokens().any(|token| names.iter().any(|name| is_variant(name, token))))
     }
 
     /// The near-duplicate and same-story tiers, from the index candidates.
@@ -236,10 +333,41 @@ impl View<'_> {
                     note: Note::LightEdit,
                 },
                 candidates,
+                vetoed: Vec::new(),
             };
         }
         story_scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let Some(&(best, score)) = story_scores.first().filter(|(_, score)| *score >= s.story_threshold) else {
+        // The best story that clears the threshold and is not a look-alike:
+        // none of its candidates names what a look-alike of this headline
+        // (its wording with other names or numbers) names instead.
+        let close: Vec<StoryId> =
+            story_scores.iter().take_while(|(_, score)| *score >= s.story_threshold).map(|(story, _)| *story).collect();
+        let swapped = if close.is_empty() {
+            Vec::new()
+        } else {
+            let of_close: Vec<ScoredCandidate> =
+                candidates.iter().filter(|c| close.contains(&c.story)).copied().collect();
+            self.swapped_names(&Words::new(&norm.text, self.cases.names(norm)), &of_close)
+        };
+        let mut vetoed: Vec<StoryId> = if swapped.is_empty() {
+            Vec::new()
+        } else {
+            story_scores
+                .iter()
+                .map(|(story, _)| *story)
+                .filter(|&story| self.names_any(&candidates, story, &swapped))
+                .collect()
+        };
+        for story in self.rivals(&Words::new(&norm.text, self.cases.names(norm)), &close, &candidates) {
+            if !vetoed.contains(&story) {
+                vetoed.push(story);
+            }
+        }
+        let chosen = story_scores
+            .iter()
+            .take_while(|(_, score)| *score >= s.story_threshold)
+            .find(|(story, _)| !vetoed.contains(story));
+        let Some(&(best, score)) = chosen else {
             return Decision {
                 kind: MatchKind::NewStory,
                 story: None,
@@ -248,12 +376,14 @@ impl View<'_> {
                 scores: Scores {
                     story: story_scores.first().map_or(0.0, |r| r.1),
                     threshold: s.story_threshold,
-                    note: Note::NothingClose,
+                    note: if vetoed.is_empty() { Note::NothingClose } else { Note::LookAlike },
                     ..Scores::default()
                 },
                 candidates,
+                vetoed,
             };
         };
+        let passed = story_scores.iter().take_while(|(id, _)| *id != best).any(|(id, _)| vetoed.contains(id));
         let matched = candidates
             .iter()
             .filter(|c| c.story == best)
@@ -269,9 +399,74 @@ impl View<'_> {
                 string: matched.map_or(0.0, |c| self.string_similarity(&c, norm)),
                 story: score,
                 threshold: s.story_threshold,
-                note: Note::SameStory,
+                note: if passed { Note::SameStoryPastLookAlike } else { Note::SameStory },
             },
             candidates,
+            vetoed,
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::Note;
+    use crate::core::engine::testing::{fixed_engine, item};
+    use crate::core::types::{Assignment, DAY_MS, MatchKind};
+
+    const DAY: i64 = 100 * DAY_MS;
+    const JAPAN: &str = "Magnitude 6.1 earthquake strikes off coast of Japan";
+    const CHILE: &str = "Magnitude 6.1 earthquake strikes off coast of Chile";
+    const SHAKES: &str = "Strong quake shakes central Chile";
+
+    /// The normalised texts of the headlines above, with vectors: the two
+    /// look-alikes 0.9 apart, the rewrite of the second closer to the
+    /// first (0.8) than to the second (0.65).
+    fn quakes() -> crate::core::engine::Engine {
+        fixed_engine(&[
+            ("magnitude 6.1 earthquake strikes off coast of japan", [1.0, 0.0, 0.0]),
+            ("magnitude 6.1 earthquake strikes off coast of chile", [0.9, 0.4359, 0.0]),
+            ("strong quake shakes central chile", [0.8, -0.1, 0.5916]),
+        ])
+    }
+
+    fn answer(engine: &mut crate::core::engine::Engine, id: &str, text: &str, time: i64) -> Assignment {
+        engine.ingest(&[item(id, text, time)]).remove(0).expect("answered")
+    }
+
+    #[test]
+    fn a_look_alike_starts_its_own_story_and_the_evidence_says_why() {
+        let mut engine = quakes();
+        let japan = answer(&mut engine, "j", JAPAN, DAY);
+        let chile = answer(&mut engine, "c", CHILE, DAY + 60_000);
+        assert_eq!(chile.kind, MatchKind::NewStory, "0.9 would join, but the place differs");
+        assert_ne!(chile.story_id, japan.story_id);
+        assert_eq!(chile.evidence.note, Note::LookAlike.text());
+        assert_eq!(engine.stats().merges, 0, "kept apart, the two stories do not merge either");
+    }
+
+    #[test]
+    fn a_rewrite_joins_the_story_of_its_place_past_a_closer_look_alike() {
+        let mut engine = quakes();
+        let japan = answer(&mut engine, "j", JAPAN, DAY);
+        let chile = answer(&mut engine, "c", CHILE, DAY + 60_000);
+        let shakes = answer(&mut engine, "s", SHAKES, DAY + 120_000);
+        assert_eq!(shakes.kind, MatchKind::SameStory);
+        assert_eq!(shakes.story_id, chile.story_id, "it names Chile, whose look-alike the Japan story is");
+        assert_ne!(shakes.story_id, japan.story_id);
+        assert_eq!(shakes.evidence.note, Note::SameStoryPastLookAlike.text());
+    }
+
+    #[test]
+    fn a_rewrite_naming_the_same_place_joins() {
+        let mut engine = fixed_engine(&[
+            ("trump wins ohio primary", [1.0, 0.0, 0.0]),
+            ("trump cruises to victory in ohio primary", [0.8, 0.6, 0.0]),
+        ]);
+        let wins = answer(&mut engine, "w", "Trump wins Ohio primary", DAY);
+        let cruises = answer(&mut engine, "c", "Trump cruises to victory in Ohio primary", DAY + 60_000);
+        assert_eq!(cruises.kind, MatchKind::SameStory);
+        assert_eq!(cruises.story_id, wins.story_id);
+        assert_eq!(cruises.evidence.note, Note::SameStory.text());
     }
 }

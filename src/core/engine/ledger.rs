@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::Numbered;
+use super::decide::Note;
 use super::decide::Scores;
 use super::ids::IdIndex;
 use crate::core::index::SegmentedIndex;
@@ -138,6 +139,7 @@ impl Ledger {
             key: record.norm.key,
             vector: self.vector(index, seq)?,
             exemplar: record.exemplar(),
+            look_alike: record.scores.note == Note::LookAlike,
         })
     }
 }

@@ -55,7 +55,7 @@ use ledger::{Ledger, Record};
 use persist::Journal;
 pub use persist::{Changes, Counters, PersistedRecord};
 
-use super::embed::{Embedder, TermStats};
+use super::embed::{CaseStats, Embedder, TermStats};
 use super::index::SegmentedIndex;
 use super::normalize::{Normalized, normalize, stable_hash};
 use super::settings::Settings;
@@ -93,6 +93,8 @@ pub struct Engine {
     settings: Settings,
     embedder: Arc<dyn Embedder>,
     terms: TermStats,
+    /// How the namespace writes its words: which are names.
+    cases: CaseStats,
     ledger: Ledger,
     exact: ExactIndex,
     book: StoryBook,
@@ -128,6 +130,7 @@ impl Engine {
             settings,
             embedder,
             terms: TermStats::default(),
+            cases: CaseStats::default(),
             ledger: Ledger::default(),
             exact: ExactIndex::default(),
             book,
@@ -161,6 +164,7 @@ impl Engine {
             exact: &self.exact,
             book: &self.book,
             index: &self.index,
+            cases: &self.cases,
         }
     }
 
@@ -297,7 +301,8 @@ impl Engine {
         self.next_seq += 1;
         let story_id = decision.story.unwrap_or_else(|| self.book.open());
         let exemplar = self.worth_indexing(&decision, story_id, time);
-        let near = decision.candidates.iter().map(|c| c.story).collect();
+        let near =
+            decision.candidates.iter().map(|c| c.story).filter(|story| !decision.vetoed.contains(story)).collect();
         if exemplar {
             self.index.insert(seq, time, vector.values());
         }
@@ -330,6 +335,7 @@ impl Engine {
         let Some(record) = self.ledger.get(seq) else { return false };
         if record.kind != MatchKind::ExactDuplicate {
             self.terms.add(&record.norm);
+            self.cases.add(&record.norm);
             self.exact.insert(record.norm.key, seq);
         }
         self.watermark = self.watermark.max(record.headline.published);
@@ -394,6 +400,7 @@ impl Engine {
             }
             if record.kind != MatchKind::ExactDuplicate {
                 self.terms.remove(&record.norm);
+                self.cases.remove(&record.norm);
                 self.exact.forget(record.norm.key, seq);
             }
             touched.insert(self.book.resolve(record.story));
