@@ -168,9 +168,14 @@ impl<'a> Words<'a> {
         Self { words: text.split(' ').filter(|w| !w.is_empty()).collect(), names }
     }
 
+    /// Whether one of the words is `word`.
+    pub fn contains(&self, word: &str) -> bool {
+        self.words.contains(&word)
+    }
+
     /// Whether one of the words is `word` or a form of it.
     pub fn has(&self, word: &str) -> bool {
-        self.words.contains(&word) || self.words.iter().any(|w| is_variant(w, word))
+        self.contains(word) || self.words.iter().any(|w| is_variant(w, word))
     }
 
     /// A word of the run at `positions` that names something the other

@@ -75,6 +75,9 @@ impl Engine {
     }
 
     fn vetoed_against(&self, a: &Story, b: &Story) -> bool {
+        if a.look_alikes.is_empty() {
+            return false;
+        }
         let view = self.decision_view();
         let others: Vec<u64> = b.wording_heads().into_iter().take(LOOK_ALIKE_WORDINGS).collect();
         for &head in &a.look_alikes {

@@ -238,6 +238,12 @@ impl<'a> View<'a> {
     fn swapped_names(&self, words: &Words<'_>, candidates: &[ScoredCandidate]) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for candidate in candidates.iter().filter(|c| c.vector >= LOOK_ALIKE_COSINE) {
+            // Only a capitalised word the headline lacks can be a name it
+            // lacks: most candidates have none, and need no more.
+            let Some(record) = self.ledger.get(candidate.seq) else { continue };
+            if !record.norm.cased_tokens().any(|(word, capitalised)| capitalised && !words.contains(word)) {
+                continue;
+            }
             let Some(theirs) = self.words_of(candidate.seq) else { continue };
             if let Some((_, theirs)) = look_alike(words, &theirs)
                 && !names.iter().any(|n| n == theirs)
