@@ -119,3 +119,81 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::super::testing::{fixed_engine, item};
+    use crate::core::types::{DAY_MS, StoryId, StoryOrder, StoryQuery};
+
+    const DAY: i64 = 100 * DAY_MS;
+
+    /// Five unrelated stories of sizes 1, 2, 3, 1, 2 (a copy of each text
+    /// joins its story), an hour apart.
+    fn engine() -> crate::core::engine::Engine {
+        let texts = ["alpha", "beta", "gamma", "delta", "epsilon"];
+        let mut vectors = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let mut v = [0.0f32; 5];
+            v[i] = 1.0;
+            vectors.push((*text, v));
+        }
+        let mut engine = fixed_engine(&vectors);
+        let sizes = [1, 2, 3, 1, 2];
+        for (i, (text, size)) in texts.iter().zip(sizes).enumerate() {
+            let at = DAY + i as i64 * 3_600_000;
+            let items: Vec<_> = (0..size).map(|k| item(&format!("{text}-{k}"), text, at + k)).collect();
+            engine.ingest(&items);
+        }
+        engine
+    }
+
+    fn pages(engine: &crate::core::engine::Engine, order: StoryOrder, limit: usize) -> Vec<Vec<(StoryId, usize)>> {
+        let mut query = StoryQuery { start: None, end: None, min_size: 1, order, limit, after: None };
+        let mut pages = Vec::new();
+        loop {
+            let (page, next) = engine.list_stories(&query);
+            pages.push(page.iter().map(|s| (s.id, s.size)).collect());
+            match next {
+                Some(cursor) => query.after = Some(cursor),
+                None => return pages,
+            }
+        }
+    }
+
+    #[test]
+    fn pages_of_stories_cover_each_once_in_order() {
+        let engine = engine();
+        let by_size: Vec<(StoryId, usize)> = pages(&engine, StoryOrder::Size, 2).concat();
+        let sizes: Vec<usize> = by_size.iter().map(|s| s.1).collect();
+        assert_eq!(sizes, vec![3, 2, 2, 1, 1], "largest first");
+        assert_eq!(by_size[1].0, StoryId(5), "equal sizes: the most recently seen first");
+        let by_recency: Vec<StoryId> = pages(&engine, StoryOrder::Recency, 3).concat().iter().map(|s| s.0).collect();
+        assert_eq!(by_recency, (1..=5).rev().map(StoryId).collect::<Vec<_>>());
+        assert_eq!(pages(&engine, StoryOrder::Size, 2).len(), 3, "five stories in pages of two");
+    }
+
+    #[test]
+    fn a_listing_filters_by_size_and_time() {
+        let engine = engine();
+        let query = |min_size, start: Option<i64>, end: Option<i64>| {
+            let q = StoryQuery { start, end, min_size, order: StoryOrder::Recency, limit: 10, after: None };
+            engine.list_stories(&q).0.iter().map(|s| s.id).collect::<Vec<_>>()
+        };
+        assert_eq!(query(2, None, None), vec![StoryId(5), StoryId(3), StoryId(2)]);
+        assert_eq!(query(1, Some(DAY + 3 * 3_600_000), None), vec![StoryId(5), StoryId(4)]);
+        assert_eq!(query(1, None, Some(DAY + 3_600_000)), vec![StoryId(1)]);
+    }
+
+    #[test]
+    fn a_story_lists_its_members_oldest_first_and_counts_them() {
+        let engine = engine();
+        let story = engine.story(StoryId(3)).expect("stored");
+        assert_eq!(story.size, 3);
+        let ids: Vec<&str> = story.members.iter().map(|m| m.headline.id.as_str()).collect();
+        assert_eq!(ids, vec!["gamma-0", "gamma-1", "gamma-2"]);
+        assert_eq!(story.canonical_headline_id, "gamma-0");
+        assert_eq!(engine.stats().stories, 5);
+        assert_eq!(engine.stats().exact_duplicates, 4);
+    }
+}
