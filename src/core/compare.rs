@@ -1,6 +1,9 @@
 //! Text comparisons behind the near-duplicate tier: string similarity of
 //! normalised texts, and the veto that keeps templated headlines apart
-//! ("Trump wins Ohio" is not "Trump wins Iowa").
+//! ("Trump wins Ohio" is not "Trump wins Iowa"), and the look-alike test
+//! of the story tier (the same wording with other names).
+
+use crate::core::normalize::Normalized;
 
 /// Normalised Levenshtein similarity of two normalised texts, in `[0, 1]`.
 /// A truncated headline that is a word-prefix of the other (`Fed official
@@ -171,6 +174,19 @@ impl<'a> Words<'a> {
     /// Whether one of the words is `word`.
     pub fn contains(&self, word: &str) -> bool {
         self.words.contains(&word)
+    }
+
+    /// A cheap test that `other` can be a look-alike of these words
+    /// ([`look_alike`] holds only if this does): at least half of the longer
+    /// one's words are words of both, `other` has a capitalised word these
+    /// lack, and these have a name `other` lacks.
+    pub fn may_look_alike(&self, other: &Normalized) -> bool {
+        let theirs: Vec<&str> = other.tokens().collect();
+        let shared = theirs.iter().filter(|w| self.contains(w)).count();
+        shared >= 2
+            && shared * 2 >= self.words.len().max(theirs.len())
+            && other.cased_tokens().any(|(word, capitalised)| capitalised && !self.contains(word))
+            && self.words.iter().zip(&self.names).any(|(word, &name)| name && !theirs.contains(word))
     }
 
     /// Whether one of the words is `word` or a form of it.

@@ -238,10 +238,8 @@ impl<'a> View<'a> {
     fn swapped_names(&self, words: &Words<'_>, candidates: &[ScoredCandidate]) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for candidate in candidates.iter().filter(|c| c.vector >= LOOK_ALIKE_COSINE) {
-            // Only a capitalised word the headline lacks can be a name it
-            // lacks: most candidates have none, and need no more.
-            let Some(record) = self.ledger.get(candidate.seq) else { continue };
-            if !record.norm.cased_tokens().any(|(word, capitalised)| capitalised && !words.contains(word)) {
+            // Most candidates fail the cheap test and need no more.
+            if !self.ledger.get(candidate.seq).is_some_and(|record| words.may_look_alike(&record.norm)) {
                 continue;
             }
             let Some(theirs) = self.words_of(candidate.seq) else { continue };
@@ -252,6 +250,36 @@ impl<'a> View<'a> {
             }
         }
         names
+    }
+
+    /// The stories the headline is kept from as their look-alike, given the
+    /// stories close enough to join (see [`Self::swapped_names`] and
+    /// [`Self::rivals`]).
+    fn look_alike_vetoes(
+        &self,
+        norm: &Normalized,
+        close: &[StoryId],
+        story_scores: &[(StoryId, f32)],
+        candidates: &[ScoredCandidate],
+    ) -> Vec<StoryId> {
+        let words = Words::new(&norm.text, self.cases.names(norm));
+        let of_close: Vec<ScoredCandidate> = candidates.iter().filter(|c| close.contains(&c.story)).copied().collect();
+        let swapped = self.swapped_names(&words, &of_close);
+        let mut vetoed: Vec<StoryId> = if swapped.is_empty() {
+            Vec::new()
+        } else {
+            story_scores
+                .iter()
+                .map(|(story, _)| *story)
+                .filter(|&story| self.names_any(candidates, story, &swapped))
+                .collect()
+        };
+        for story in self.rivals(&words, close, candidates) {
+            if !vetoed.contains(&story) {
+                vetoed.push(story);
+            }
+        }
+        vetoed
     }
 
     /// The close stories that a close story was kept apart from as its
@@ -348,27 +376,11 @@ impl<'a> View<'a> {
         // (its wording with other names or numbers) names instead.
         let close: Vec<StoryId> =
             story_scores.iter().take_while(|(_, score)| *score >= s.story_threshold).map(|(story, _)| *story).collect();
-        let swapped = if close.is_empty() {
+        let vetoed = if close.is_empty() {
             Vec::new()
         } else {
-            let of_close: Vec<ScoredCandidate> =
-                candidates.iter().filter(|c| close.contains(&c.story)).copied().collect();
-            self.swapped_names(&Words::new(&norm.text, self.cases.names(norm)), &of_close)
+            self.look_alike_vetoes(norm, &close, &story_scores, &candidates)
         };
-        let mut vetoed: Vec<StoryId> = if swapped.is_empty() {
-            Vec::new()
-        } else {
-            story_scores
-                .iter()
-                .map(|(story, _)| *story)
-                .filter(|&story| self.names_any(&candidates, story, &swapped))
-                .collect()
-        };
-        for story in self.rivals(&Words::new(&norm.text, self.cases.names(norm)), &close, &candidates) {
-            if !vetoed.contains(&story) {
-                vetoed.push(story);
-            }
-        }
         let chosen = story_scores
             .iter()
             .take_while(|(_, score)| *score >= s.story_threshold)
