@@ -12,10 +12,9 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use super::Engine;
-use crate::core::compare::{LOOK_ALIKE_COSINE, is_variant, look_alike};
+use crate::core::compare::Words;
 use crate::core::story::Story;
 use crate::core::types::StoryId;
-use crate::core::vector::cosine_i8;
 
 /// How many wordings of the other story a look-alike is checked against.
 const LOOK_ALIKE_WORDINGS: usize = 16;
@@ -85,12 +84,8 @@ impl Engine {
                 continue;
             };
             for &other in &others {
-                if !self.ledger.vector(&self.index, other).is_some_and(|v| cosine_i8(vector, v) >= LOOK_ALIKE_COSINE) {
-                    continue;
-                }
-                let Some(theirs) = view.words_of(other) else { continue };
-                if let Some(pair) = look_alike(&words, &theirs) {
-                    return !self.named_together(a, pair) && !self.named_together(b, pair);
+                if let Some((x, y)) = view.look_alike_with(vector, &words, other) {
+                    return !self.named_together(a, (&x, &y)) && !self.named_together(b, (&x, &y));
                 }
             }
         }
@@ -100,8 +95,8 @@ impl Engine {
     /// Whether a wording of `story` names both of two look-alikes' names.
     fn named_together(&self, story: &Story, (x, y): (&str, &str)) -> bool {
         story.wording_heads().into_iter().filter_map(|seq| self.ledger.get(seq)).any(|record| {
-            let has = |name: &str| record.norm.tokens().any(|t| t == name || is_variant(t, name));
-            has(x) && has(y)
+            let words = Words::new(&record.norm, Vec::new());
+            words.has(x) && words.has(y)
         })
     }
 

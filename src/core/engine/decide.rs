@@ -228,13 +228,26 @@ impl<'a> View<'a> {
     /// writes them now.
     pub(super) fn words_of(&self, seq: u64) -> Option<Words<'a>> {
         let record = self.ledger.get(seq)?;
-        Some(Words::new(&record.norm.text, self.cases.names(&record.norm)))
+        Some(Words::new(&record.norm, self.cases.names(&record.norm)))
+    }
+
+    /// The two names that differ where stored headline `other` is a
+    /// look-alike of `words` (a headline whose vector is `vector`), if it is
+    /// close enough to be checked and is one.
+    pub(super) fn look_alike_with(&self, vector: &[i8], words: &Words<'_>, other: u64) -> Option<(String, String)> {
+        let record = self.ledger.get(other)?;
+        let close = self.ledger.vector(self.index, other).is_some_and(|v| cosine_i8(vector, v) >= LOOK_ALIKE_COSINE);
+        if !close || !words.may_look_alike(&record.norm) {
+            return None;
+        }
+        let theirs = self.words_of(other)?;
+        look_alike(words, &theirs).map(|(mine, its)| (mine.to_owned(), its.to_owned()))
     }
 
     /// The names that the candidates (of the stories close enough to join)
     /// that are look-alikes of the headline name where the headline names
-    /// another (`Toyota` for a
-    /// headline that says `Honda` in the same wording).
+    /// another (`Toyota` for a headline that says `Honda` in the same
+    /// wording).
     fn swapped_names(&self, words: &Words<'_>, candidates: &[ScoredCandidate]) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
         for candidate in candidates.iter().filter(|c| c.vector >= LOOK_ALIKE_COSINE) {
@@ -262,7 +275,7 @@ impl<'a> View<'a> {
         story_scores: &[(StoryId, f32)],
         candidates: &[ScoredCandidate],
     ) -> Vec<StoryId> {
-        let words = Words::new(&norm.text, self.cases.names(norm));
+        let words = Words::new(norm, self.cases.names(norm));
         let of_close: Vec<ScoredCandidate> = candidates.iter().filter(|c| close.contains(&c.story)).copied().collect();
         let swapped = self.swapped_names(&words, &of_close);
         let mut vetoed: Vec<StoryId> = if swapped.is_empty() {
@@ -296,13 +309,8 @@ impl<'a> View<'a> {
                     continue;
                 };
                 for other in candidates.iter().filter(|c| c.story != story && close.contains(&c.story)) {
-                    let near = self
-                        .ledger
-                        .vector(self.index, other.seq)
-                        .is_some_and(|v| cosine_i8(vector, v) >= LOOK_ALIKE_COSINE);
-                    let Some(other_words) = self.words_of(other.seq).filter(|_| near) else { continue };
-                    let Some((mine, its)) = look_alike(&theirs, &other_words) else { continue };
-                    let loser = match (words.has(mine), words.has(its)) {
+                    let Some((mine, its)) = self.look_alike_with(vector, &theirs, other.seq) else { continue };
+                    let loser = match (words.has(&mine), words.has(&its)) {
                         (true, false) => other.story,
                         (false, true) => story,
                         _ => continue,
@@ -371,9 +379,8 @@ impl<'a> View<'a> {
             };
         }
         story_scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        // The best story that clears the threshold and is not a look-alike:
-        // none of its candidates names what a look-alike of this headline
-        // (its wording with other names or numbers) names instead.
+        // The best story that clears the threshold and that the headline is
+        // not kept from as its look-alike.
         let close: Vec<StoryId> =
             story_scores.iter().take_while(|(_, score)| *score >= s.story_threshold).map(|(story, _)| *story).collect();
         let vetoed = if close.is_empty() {

@@ -11,8 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::Numbered;
-use super::decide::Note;
-use super::decide::Scores;
+use super::decide::{Note, Scores};
 use super::ids::IdIndex;
 use crate::core::index::SegmentedIndex;
 use crate::core::normalize::Normalized;
