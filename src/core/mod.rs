@@ -5,6 +5,7 @@
 //! (`clippy::indexing_slicing` is denied here).
 #![deny(clippy::indexing_slicing)]
 
+pub mod background;
 pub mod compare;
 pub mod embed;
 pub mod engine;

@@ -58,10 +58,18 @@ pub struct Settings {
     pub near_vector_threshold: f32,
     /// Minimum string similarity for a near-duplicate.
     pub near_string_threshold: f32,
+    /// How much of the namespace's background (the mean of its headlines'
+    /// vectors) the story and merge decisions take out of each similarity
+    /// (0 judges raw cosines, 1 the full background).
+    pub background_weight: f32,
+    /// A young namespace's background is shrunk as if this many headlines
+    /// with no common direction came first.
+    pub background_prior: f32,
     /// Minimum story similarity to join a story.
     pub story_threshold: f32,
-    /// Minimum similarity of a headline to a second story, and of the two
-    /// stories' centroids, to merge them.
+    /// The average linkage two large stories need to merge. Smaller ones
+    /// need more, up to `story_threshold` for two single headlines: the bar
+    /// falls with the square root of the number of cross pairs.
     pub merge_threshold: f32,
     /// A story absorbs headlines whose event time is within this distance of
     /// its first and last member.
@@ -82,6 +90,8 @@ impl Default for Settings {
             idf_power: 0.0,
             near_vector_threshold: 0.9,
             near_string_threshold: 0.8,
+            background_weight: 0.0,
+            background_prior: 20.0,
             story_threshold: 0.3,
             merge_threshold: 0.2,
             story_window: DAY_MS / 2,
@@ -105,6 +115,8 @@ impl Settings {
             "idf_power" => self.idf_power = number(key, value)?,
             "near_vector_threshold" => self.near_vector_threshold = number(key, value)?,
             "near_string_threshold" => self.near_string_threshold = number(key, value)?,
+            "background_weight" => self.background_weight = number(key, value)?,
+            "background_prior" => self.background_prior = number(key, value)?,
             "story_threshold" => self.story_threshold = number(key, value)?,
             "merge_threshold" => self.merge_threshold = number(key, value)?,
             "story_window_hours" => {
@@ -131,6 +143,8 @@ impl Settings {
             format!("idf_power={}", self.idf_power),
             format!("near_vector_threshold={}", self.near_vector_threshold),
             format!("near_string_threshold={}", self.near_string_threshold),
+            format!("background_weight={}", self.background_weight),
+            format!("background_prior={}", self.background_prior),
             format!("story_threshold={}", self.story_threshold),
             format!("merge_threshold={}", self.merge_threshold),
             format!("story_window_hours={}", hours(self.story_window)),
@@ -177,6 +191,18 @@ impl Settings {
             return Err(CoreError::setting(
                 "idf_power",
                 format!("must be a non-negative number, got {}", self.idf_power),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.background_weight) {
+            return Err(CoreError::setting(
+                "background_weight",
+                format!("must be in [0, 1], got {}", self.background_weight),
+            ));
+        }
+        if !(0.0..=1e6).contains(&self.background_prior) {
+            return Err(CoreError::setting(
+                "background_prior",
+                format!("must be a number of headlines in [0, 1000000], got {}", self.background_prior),
             ));
         }
         if self.story_window <= 0 {

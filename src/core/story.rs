@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::background::Frame;
 use super::types::{Millis, StoryId};
 use super::vector::{QuantizedVector, VectorSum};
 
@@ -156,15 +157,18 @@ impl Story {
         heads
     }
 
-    /// Mean similarity of a vector to the members.
-    pub fn mean_similarity(&self, vector: &[i8]) -> f32 {
-        self.sum.mean_similarity(vector)
+    /// Mean similarity of a vector to the members, both less the
+    /// background of `frame` (`offset` is the vector's
+    /// [`Frame::offset`]).
+    pub fn similarity_in(&self, frame: &Frame<'_>, vector: &[i8], offset: f32) -> f32 {
+        frame.relative(self.sum.mean_similarity(vector), offset, frame.offset_of_sum(&self.sum))
     }
 
-    /// Average linkage: the mean similarity over all pairs of members of
-    /// the two stories.
-    pub fn linkage(&self, other: &Story) -> f32 {
-        self.sum.linkage(&other.sum)
+    /// Average linkage, the mean similarity over all pairs of members of
+    /// the two stories, less the background of `frame`.
+    pub fn linkage_in(&self, frame: &Frame<'_>, other: &Story) -> f32 {
+        let raw = self.sum.linkage(&other.sum);
+        frame.relative(raw, frame.offset_of_sum(&self.sum), frame.offset_of_sum(&other.sum))
     }
 
     /// The direction of the members' mean, for searching the index.

@@ -366,6 +366,16 @@ impl VectorSum {
         self.count += other.count;
     }
 
+    /// The summed values.
+    pub fn values(&self) -> &[i32] {
+        &self.values
+    }
+
+    /// How many vectors are summed.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
     /// The dimension.
     pub fn values_len(&self) -> usize {
         self.values.len()

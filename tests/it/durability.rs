@@ -208,6 +208,17 @@ fn outcome(app: &App, rows: &[Row]) -> BTreeMap<String, (String, String)> {
 
 #[test]
 fn a_reloaded_namespace_continues_exactly_as_one_that_never_stopped() {
+    continues_exactly_as_one_that_never_stopped(SettingsBook::default);
+}
+
+#[test]
+fn a_reloaded_namespace_that_judges_against_its_background_continues_exactly_as_one_that_never_stopped() {
+    continues_exactly_as_one_that_never_stopped(|| {
+        SettingsBook::parse(["background_weight=1", "merge_threshold=0.1"]).expect("valid settings")
+    });
+}
+
+fn continues_exactly_as_one_that_never_stopped(settings: impl Fn() -> SettingsBook) {
     let rows = fixture(FIXTURE);
     let batches: Vec<&[Row]> = rows.chunks(64).collect();
     let ingest = |app: &App, batch: &[Row]| {
@@ -216,16 +227,13 @@ fn a_reloaded_namespace_continues_exactly_as_one_that_never_stopped() {
     };
 
     let straight_dir = tempfile::tempdir().expect("tempdir");
-    let straight =
-        App::open(model(), SettingsBook::default(), Store::open(straight_dir.path()).expect("store")).expect("open");
+    let straight = App::open(model(), settings(), Store::open(straight_dir.path()).expect("store")).expect("open");
     for batch in &batches {
         ingest(&straight, batch);
     }
 
     let restarted_dir = tempfile::tempdir().expect("tempdir");
-    let open = || {
-        App::open(model(), SettingsBook::default(), Store::open(restarted_dir.path()).expect("store")).expect("open")
-    };
+    let open = || App::open(model(), settings(), Store::open(restarted_dir.path()).expect("store")).expect("open");
     let mut app = open();
     for (i, batch) in batches.iter().enumerate() {
         if i % 5 == 4 {

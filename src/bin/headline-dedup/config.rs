@@ -90,8 +90,9 @@ pub struct ServeArgs {
     /// namespace.key=value for one (repeat the flag, or separate with
     /// commas in the variable). Keys: embedder (lexical|semantic|mixed),
     /// semantic_weight, lexical_dim, idf_power, near_vector_threshold,
-    /// near_string_threshold, story_threshold, merge_threshold,
-    /// story_window_hours, candidates.
+    /// near_string_threshold, background_weight, background_prior,
+    /// story_threshold, merge_threshold, story_window_hours, candidates,
+    /// retention_hours.
     #[arg(long = "set", env = "HEADLINE_DEDUP_SETTINGS", value_delimiter = ',')]
     pub settings: Vec<String>,
     /// PEM certificate chain to serve TLS with (with --tls-key).

@@ -11,7 +11,8 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use super::Engine;
+use super::{Engine, frame_of};
+use crate::core::background::Frame;
 use crate::core::compare::Words;
 use crate::core::story::Story;
 use crate::core::types::StoryId;
@@ -24,6 +25,7 @@ impl Engine {
     /// near its new headlines), best pair first, then refreshes the
     /// canonical headline of every story that changed.
     pub(super) fn consolidate(&mut self, touched: BTreeMap<StoryId, BTreeSet<StoryId>>) {
+        let frame = frame_of(&self.background, &self.settings);
         let mut heap = BinaryHeap::new();
         let mut changed = BTreeSet::new();
         for (id, near) in touched {
@@ -31,7 +33,7 @@ impl Engine {
             changed.insert(id);
             let Some(story) = self.book.get(id) else { continue };
             for other in near {
-                self.push_link(id, story, self.book.resolve(other), &mut heap);
+                self.push_link(&frame, id, story, self.book.resolve(other), &mut heap);
             }
         }
         while let Some(Link { strength, a, b }) = heap.pop() {
@@ -40,20 +42,20 @@ impl Engine {
                 continue;
             }
             let (Some(sa), Some(sb)) = (self.book.get(a), self.book.get(b)) else { continue };
-            let current = sa.linkage(sb);
+            let current = sa.linkage_in(&frame, sb);
             if current < strength {
                 // One side changed since the link was measured: re-queue it.
-                if current >= self.settings.merge_threshold {
+                if current >= self.merge_bar(sa, sb) {
                     heap.push(Link { strength: current, a, b });
                 }
                 continue;
             }
-            if self.kept_apart(sa, sb) {
+            if current < self.merge_bar(sa, sb) || self.kept_apart(sa, sb) {
                 continue;
             }
             let survivor = self.book.merge(a, b);
             changed.insert(survivor);
-            self.push_links(survivor, &mut heap);
+            self.push_links(&frame, survivor, &mut heap);
         }
         // A merged-away story resolves to its survivor, which is in the set
         // too: pick each surviving story's canonical headline once.
@@ -61,6 +63,15 @@ impl Engine {
         for id in survivors {
             self.book.refresh_canonical(id, |seq| self.ledger.member(&self.index, seq));
         }
+    }
+
+    /// The linkage two stories need to merge: the merge threshold for
+    /// large stories, rising to the story threshold for two single
+    /// headlines (whose linkage is one similarity, as noisy as a join's).
+    fn merge_bar(&self, a: &Story, b: &Story) -> f32 {
+        let s = &self.settings;
+        let pairs = (a.members.len() * b.members.len()).max(1) as f32;
+        s.merge_threshold + (s.story_threshold - s.merge_threshold).max(0.0) / pairs.sqrt()
     }
 
     /// Whether two stories were kept apart as look-alikes: a wording of
@@ -102,7 +113,7 @@ impl Engine {
 
     /// Queues the links of story `id` to its neighbours (found through the
     /// index with the story's mean vector) that clear the merge threshold.
-    fn push_links(&self, id: StoryId, heap: &mut BinaryHeap<Link>) {
+    fn push_links(&self, frame: &Frame<'_>, id: StoryId, heap: &mut BinaryHeap<Link>) {
         let Some(story) = self.book.get(id) else { return };
         let (from, to) = self.alive_span(story);
         let k = self.settings.candidates + story.exemplars;
@@ -112,7 +123,7 @@ impl Engine {
             let other = self.book.resolve(rec.story);
             if !seen.contains(&other) {
                 seen.push(other);
-                self.push_link(id, story, other, heap);
+                self.push_link(frame, id, story, other, heap);
             }
         }
     }
@@ -120,7 +131,7 @@ impl Engine {
     /// Queues the link of story `id` to story `other` if they overlap in
     /// time (within the story window) and their linkage clears the merge
     /// threshold.
-    fn push_link(&self, id: StoryId, story: &Story, other: StoryId, heap: &mut BinaryHeap<Link>) {
+    fn push_link(&self, frame: &Frame<'_>, id: StoryId, story: &Story, other: StoryId, heap: &mut BinaryHeap<Link>) {
         if other == id {
             return;
         }
@@ -129,8 +140,8 @@ impl Engine {
         if neighbour.first_seen > to || neighbour.last_seen < from {
             return;
         }
-        let strength = story.linkage(neighbour);
-        if strength >= self.settings.merge_threshold {
+        let strength = story.linkage_in(frame, neighbour);
+        if strength >= self.merge_bar(story, neighbour) {
             heap.push(Link { strength, a: id, b: other });
         }
     }
@@ -174,39 +185,64 @@ mod tests {
     const DAY: i64 = 100 * DAY_MS;
 
     #[test]
-    fn stories_that_clear_the_merge_threshold_merge_and_others_do_not() {
-        // a and b are 0.4 apart: too little to join (0.5), enough to merge (0.3);
-        // c is unrelated.
-        let mut engine =
-            fixed_engine(&[("alpha", [1.0, 0.0, 0.0]), ("beta", [0.4, 0.9165, 0.0]), ("gamma", [0.0, 0.0, 1.0])]);
+    fn two_single_headlines_need_a_join_s_similarity_and_larger_stories_merge_at_less() {
+        // a and b are 0.42 apart: too little to join (0.5), and so too
+        // little for two single headlines to merge; enough for two stories
+        // of two (their bar is 0.3 + 0.2 / 2 = 0.4). c is unrelated.
+        let mut engine = fixed_engine(&[
+            ("alpha", [1.0, 0.0, 0.0]),
+            ("alpha again", [1.0, 0.0, 0.0]),
+            ("beta", [0.42, 0.9075, 0.0]),
+            ("beta again", [0.42, 0.9075, 0.0]),
+            ("gamma", [0.0, 0.0, 1.0]),
+        ]);
         let answers =
             engine.ingest(&[item("a", "alpha", DAY), item("b", "beta", DAY + 1), item("c", "gamma", DAY + 2)]);
         let kinds: Vec<MatchKind> = answers.iter().map(|a| a.as_ref().map(|a| a.kind).expect("answered")).collect();
         assert_eq!(kinds, vec![MatchKind::NewStory; 3], "nothing joins");
-        assert_eq!(engine.stats().merges, 1);
+        assert_eq!(engine.stats().merges, 0, "one similarity of 0.42 is not evidence of one event");
+        engine.ingest(&[item("a2", "alpha again", DAY + 3), item("b2", "beta again", DAY + 4)]);
+        assert_eq!(engine.stats().merges, 1, "four links of 0.42 are");
         assert_eq!(engine.story(StoryId(2)).map(|s| s.id), Some(StoryId(1)), "b's story redirects to a's, the older");
-        assert_eq!(engine.story(StoryId(1)).map(|s| s.size), Some(2));
+        assert_eq!(engine.story(StoryId(1)).map(|s| s.size), Some(4));
         assert_eq!(engine.story(StoryId(3)).map(|s| s.size), Some(1), "c stays alone");
     }
 
     #[test]
     fn stories_apart_in_time_do_not_merge() {
-        let mut engine = fixed_engine(&[("alpha", [1.0, 0.0, 0.0]), ("beta", [0.4, 0.9165, 0.0])]);
-        engine.ingest(&[item("a", "alpha", DAY)]);
-        engine.ingest(&[item("b", "beta", DAY + 2 * DAY_MS)]);
+        let mut engine = fixed_engine(&[
+            ("alpha", [1.0, 0.0, 0.0]),
+            ("alpha again", [1.0, 0.0, 0.0]),
+            ("beta", [0.42, 0.9075, 0.0]),
+            ("beta again", [0.42, 0.9075, 0.0]),
+        ]);
+        engine.ingest(&[item("a", "alpha", DAY), item("a2", "alpha again", DAY + 1)]);
+        engine.ingest(&[item("b", "beta", DAY + 2 * DAY_MS), item("b2", "beta again", DAY + 2 * DAY_MS + 1)]);
         assert_eq!(engine.stats().merges, 0);
         assert_eq!(engine.stats().stories, 2);
     }
 
     #[test]
     fn the_strongest_link_merges_first_and_the_survivor_is_measured_again() {
-        // b is closer to a (0.45) than to c (0.35), and a and c are
-        // unrelated: a and b merge, and the merged story's linkage with c
-        // ((0.35 + 0) / 2) no longer clears the threshold.
-        let mut engine =
-            fixed_engine(&[("alpha", [1.0, 0.0, 0.0]), ("beta", [0.45, 0.35, 0.8216]), ("gamma", [0.0, 1.0, 0.0])]);
-        engine.ingest(&[item("a", "alpha", DAY), item("c", "gamma", DAY + 1)]);
-        engine.ingest(&[item("b", "beta", DAY + 2)]);
+        // Stories of two: b is closer to a (0.45) than to c (0.42), both
+        // over the bar of 0.4, and a and c are unrelated: a and b merge, and
+        // the merged story's linkage with c ((0.42 + 0) / 2) no longer
+        // clears its bar.
+        let mut engine = fixed_engine(&[
+            ("alpha", [1.0, 0.0, 0.0]),
+            ("alpha again", [1.0, 0.0, 0.0]),
+            ("beta", [0.45, 0.42, 0.7881]),
+            ("beta again", [0.45, 0.42, 0.7881]),
+            ("gamma", [0.0, 1.0, 0.0]),
+            ("gamma again", [0.0, 1.0, 0.0]),
+        ]);
+        engine.ingest(&[
+            item("a", "alpha", DAY),
+            item("a2", "alpha again", DAY + 1),
+            item("c", "gamma", DAY + 2),
+            item("c2", "gamma again", DAY + 3),
+        ]);
+        engine.ingest(&[item("b", "beta", DAY + 4), item("b2", "beta again", DAY + 5)]);
         assert_eq!(engine.stats().merges, 1);
         let a = engine.headline("a").map(|h| h.story_id);
         assert_eq!(engine.headline("b").map(|h| h.story_id), a, "b went with a");

@@ -6,6 +6,7 @@ use super::book::StoryBook;
 use super::exact::ExactIndex;
 use super::ledger::Ledger;
 use super::windowed;
+use crate::core::background::Frame;
 use crate::core::compare::{LOOK_ALIKE_COSINE, Words, is_variant, look_alike, near_duplicate_veto, string_similarity};
 use crate::core::embed::CaseStats;
 use crate::core::index::SegmentedIndex;
@@ -144,6 +145,8 @@ pub(super) struct View<'a> {
     pub(super) book: &'a StoryBook,
     pub(super) index: &'a SegmentedIndex,
     pub(super) cases: &'a CaseStats,
+    /// The background similarities are judged in.
+    pub(super) frame: Frame<'a>,
 }
 
 impl<'a> View<'a> {
@@ -340,6 +343,7 @@ impl<'a> View<'a> {
         let hits = self.index.search(vector.values(), from, to, s.candidates);
         let mut candidates: Vec<ScoredCandidate> = Vec::with_capacity(hits.len());
         let mut story_scores: Vec<(StoryId, f32)> = Vec::new();
+        let offset = self.frame.offset(vector.values());
         for (seq, cos) in hits {
             let Some(rec) = self.ledger.get(seq) else { continue };
             let story_id = self.book.resolve(rec.story);
@@ -349,7 +353,7 @@ impl<'a> View<'a> {
             let story_score = match story_scores.iter().find(|(id, _)| *id == story_id) {
                 Some(&(_, score)) => score,
                 None => {
-                    let score = story.mean_similarity(vector.values());
+                    let score = story.similarity_in(&self.frame, vector.values(), offset);
                     story_scores.push((story_id, score));
                     score
                 }

@@ -55,6 +55,7 @@ use ledger::{Ledger, Record};
 use persist::Journal;
 pub use persist::{Changes, Counters, PersistedRecord};
 
+use super::background::{Background, Frame};
 use super::embed::{CaseStats, Embedder, TermStats};
 use super::index::SegmentedIndex;
 use super::normalize::{Normalized, normalize, stable_hash};
@@ -83,6 +84,11 @@ fn windowed(first: Millis, last: Millis, window: Millis) -> (Millis, Millis) {
     (first.saturating_sub(window), last.saturating_add(window))
 }
 
+/// The background `settings` judge similarities in.
+fn frame_of<'a>(background: &'a Background, settings: &Settings) -> Frame<'a> {
+    background.frame(settings.background_prior, settings.background_weight)
+}
+
 /// The error of a new headline older than the retention period.
 fn too_old() -> ItemError {
     ItemError::invalid("published_time", "older than the namespace's retention period behind its newest headline")
@@ -95,6 +101,8 @@ pub struct Engine {
     terms: TermStats,
     /// How the namespace writes its words: which are names.
     cases: CaseStats,
+    /// What the namespace's headlines have in common.
+    background: Background,
     ledger: Ledger,
     exact: ExactIndex,
     book: StoryBook,
@@ -124,13 +132,15 @@ impl Engine {
     /// An empty engine.
     pub fn new(settings: Settings, embedder: Arc<dyn Embedder>) -> Self {
         let counters = Counters::default();
-        let index = SegmentedIndex::new(settings.story_window / SEGMENTS_PER_WINDOW, embedder.dim());
-        let book = StoryBook::new(embedder.dim(), counters.next_story, counters.merges);
+        let dim = embedder.dim();
+        let index = SegmentedIndex::new(settings.story_window / SEGMENTS_PER_WINDOW, dim);
+        let book = StoryBook::new(dim, counters.next_story, counters.merges);
         Self {
             settings,
             embedder,
             terms: TermStats::default(),
             cases: CaseStats::default(),
+            background: Background::new(dim),
             ledger: Ledger::default(),
             exact: ExactIndex::default(),
             book,
@@ -156,6 +166,11 @@ impl Engine {
         }
     }
 
+    /// The background to judge similarities in now.
+    fn frame(&self) -> Frame<'_> {
+        frame_of(&self.background, &self.settings)
+    }
+
     /// What the decision reads.
     fn decision_view(&self) -> View<'_> {
         View {
@@ -165,6 +180,7 @@ impl Engine {
             book: &self.book,
             index: &self.index,
             cases: &self.cases,
+            frame: self.frame(),
         }
     }
 
@@ -337,6 +353,9 @@ impl Engine {
             self.terms.add(&record.norm);
             self.cases.add(&record.norm);
             self.exact.insert(record.norm.key, seq);
+            if let Some(vector) = self.ledger.vector(&self.index, seq) {
+                self.background.add(vector);
+            }
         }
         self.watermark = self.watermark.max(record.headline.published);
         if let Some(member) = self.ledger.member(&self.index, seq) {
@@ -393,6 +412,7 @@ impl Engine {
         let mut removed = 0;
         let mut points = Vec::new();
         for &seq in seqs {
+            let vector = self.ledger.vector(&self.index, seq).map(<[i8]>::to_vec);
             let Some(record) = self.ledger.remove(seq) else { continue };
             removed += 1;
             if record.exemplar() {
@@ -402,6 +422,9 @@ impl Engine {
                 self.terms.remove(&record.norm);
                 self.cases.remove(&record.norm);
                 self.exact.forget(record.norm.key, seq);
+                if let Some(vector) = &vector {
+                    self.background.remove(vector);
+                }
             }
             touched.insert(self.book.resolve(record.story));
             self.journal.removed.push((seq, record.headline.published));
@@ -504,15 +527,22 @@ mod tests {
 
     #[test]
     fn a_merge_redirect_goes_when_its_survivor_expires() {
-        let mut engine = retained_engine();
+        let mut engine = testing::fixed_engine(&[
+            ("alpha", [1.0, 0.0, 0.0]),
+            ("alpha again", [1.0, 0.0, 0.0]),
+            ("beta", [0.42, 0.9075, 0.0]),
+            ("beta again", [0.42, 0.9075, 0.0]),
+            ("cat", [0.0, 0.0, 1.0]),
+        ]);
+        engine.settings.retention = Some(30 * DAY_MS);
         let day = 50 * DAY_MS;
-        engine.ingest(&[dated("boe", "Bank of England holds interest rates steady", day)]);
-        engine.ingest(&[dated("fed", "Fed officials debate the pace of rate rises", day + 1)]);
+        engine.ingest(&[dated("a", "alpha", day), dated("a2", "alpha again", day + 1)]);
+        engine.ingest(&[dated("b", "beta", day + 2), dated("b2", "beta again", day + 3)]);
         assert_eq!(engine.stats().merges, 1, "the two stories merged");
         let (survivor, merged) = (StoryId(1), StoryId(2));
         assert_eq!(engine.story(merged).map(|s| s.id), Some(survivor));
         engine.take_changes();
-        engine.ingest(&[dated("later", "Cat rescued from tree by firefighters", day + 31 * DAY_MS)]);
+        engine.ingest(&[dated("later", "cat", day + 31 * DAY_MS)]);
         assert!(engine.story(survivor).is_none() && engine.story(merged).is_none());
         assert_eq!(engine.book.resolve(merged), merged, "the redirect went with its survivor");
         assert_eq!(engine.take_changes().dropped_redirects, vec![merged]);
