@@ -179,8 +179,10 @@ impl Ord for Link {
 #[cfg(test)]
 #[allow(clippy::indexing_slicing)]
 mod tests {
-    use super::super::testing::{fixed_engine, item};
+    use super::super::testing::{fixed_engine, item, model_engine};
     use crate::core::types::{DAY_MS, MatchKind, StoryId};
+
+    const HOUR: i64 = 3_600_000;
 
     const DAY: i64 = 100 * DAY_MS;
 
@@ -247,5 +249,25 @@ mod tests {
         let a = engine.headline("a").map(|h| h.story_id);
         assert_eq!(engine.headline("b").map(|h| h.story_id), a, "b went with a");
         assert_ne!(engine.headline("c").map(|h| h.story_id), a);
+    }
+
+    #[test]
+    fn headlines_of_a_keyed_feed_that_share_only_its_keyword_stay_apart() {
+        // keyed-feed/dev.jsonl, July 14: the typhoon's first two wordings,
+        // and two stories that say Japan and nothing else in common.
+        let mut engine = model_engine();
+        let answers = engine.ingest(&[
+            item("kf-001", "Typhoon Nari makes landfall in southern Japan, thousands ordered to evacuate", DAY),
+            item("kf-005", "Typhoon Nari slams into Japan's Kyushu island, halting trains", DAY + 2 * HOUR),
+            item("kf-048", "Japan box office: anime sequel opens at No. 1", DAY + 3 * HOUR),
+            item("kf-049", "Nintendo says Switch 2 sales in Japan top 3 million", DAY + 5 * HOUR),
+        ]);
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        let story = |id: &str| engine.headline(id).map(|h| h.story_id);
+        assert_eq!(story("kf-005"), story("kf-001"), "a rewrite of the typhoon joins it");
+        assert_ne!(story("kf-048"), story("kf-049"), "box office and game sales are two stories");
+        assert_ne!(story("kf-048"), story("kf-001"));
+        assert_ne!(story("kf-049"), story("kf-001"));
+        assert_eq!(engine.stats().merges, 0);
     }
 }

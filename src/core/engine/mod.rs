@@ -481,20 +481,13 @@ mod tests {
         assert_ne!(answer(&mut engine, "a3", 2).0, MatchKind::ExactDuplicate);
     }
 
-    fn retained_engine() -> Engine {
-        let settings = Settings::default();
-        let model = Arc::new(StaticModel::bundled().expect("model"));
-        let embedder = embedder_for(&settings, &model);
-        Engine::new(settings, embedder)
-    }
-
     fn dated(id: &str, text: &str, published: Millis) -> Result<Headline, ItemError> {
         Ok(Headline { id: id.into(), text: text.into(), source: None, url: None, published })
     }
 
     #[test]
     fn a_retry_of_an_old_headline_beside_a_new_one_answers_both() {
-        let mut engine = retained_engine();
+        let mut engine = testing::model_engine();
         let now = 100 * DAY_MS;
         let old = "Kurdish rebel group PKK says it is withdrawing its fighters from Turkey to Iraq";
         assert!(engine.ingest(&[dated("a", old, now - 40 * DAY_MS)]).into_iter().all(|a| a.is_ok()));
@@ -512,7 +505,7 @@ mod tests {
 
     #[test]
     fn a_refused_item_does_not_move_the_retention_clock() {
-        let mut engine = retained_engine();
+        let mut engine = testing::model_engine();
         let k2_time = 200 * DAY_MS;
         let answers = engine.ingest(&[
             dated("k1", "Apple unveils a larger iPhone with a curved screen", k2_time - 29 * DAY_MS),

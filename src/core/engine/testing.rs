@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Engine;
-use crate::core::embed::{Embedder, TermStats, normalize_l2};
+use crate::core::embed::{Embedder, StaticModel, TermStats, embedder_for, normalize_l2};
 use crate::core::normalize::Normalized;
 use crate::core::settings::Settings;
 use crate::core::types::{DAY_MS, Headline, ItemError, Millis};
@@ -44,6 +44,14 @@ pub(super) fn fixed_engine<const N: usize>(vectors: &[(&str, [f32; N])]) -> Engi
     };
     let vectors = vectors.iter().map(|(text, v)| ((*text).to_owned(), v.to_vec())).collect();
     Engine::new(settings, Arc::new(FixedEmbedder { dim: N, vectors }))
+}
+
+/// An engine with the default settings and the bundled model.
+pub(super) fn model_engine() -> Engine {
+    let settings = Settings::default();
+    let model = Arc::new(StaticModel::bundled().expect("the bundled model loads"));
+    let embedder = embedder_for(&settings, &model);
+    Engine::new(settings, embedder)
 }
 
 /// A headline to ingest.
