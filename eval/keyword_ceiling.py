@@ -16,7 +16,6 @@ and the mean of each feed's best.
 """
 
 import collections
-import importlib.util
 import json
 import os
 import sys
@@ -25,14 +24,9 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from sentence_transformers import SentenceTransformer
 
+from stc_ceiling import load_score
+
 THRESHOLDS = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60)
-
-
-def load_score(path):
-    spec = importlib.util.spec_from_file_location("score", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def day_clusters(vectors, days, threshold):

@@ -72,13 +72,17 @@ pub struct Frame<'a> {
 }
 
 impl Frame<'_> {
+    /// The background's sum times `values`, in a fixed order.
+    fn dot(&self, values: impl Iterator<Item = f64>) -> f64 {
+        self.sum.iter().zip(values).map(|(&s, x)| s as f64 * x).sum()
+    }
+
     /// The cosine of a unit vector with the mean's vector (`v·m`).
     pub fn offset(&self, v: &[i8]) -> f32 {
         if self.factor == 0.0 {
             return 0.0;
         }
-        let dot: f64 = self.sum.iter().zip(v).map(|(&s, &x)| s as f64 * f64::from(x)).sum();
-        (dot * self.factor / f64::from(SCALE)) as f32
+        (self.dot(v.iter().map(|&x| f64::from(x))) * self.factor / f64::from(SCALE)) as f32
     }
 
     /// The mean over a sum's vectors of their products with the mean
@@ -87,7 +91,7 @@ impl Frame<'_> {
         if self.factor == 0.0 {
             return 0.0;
         }
-        let dot: f64 = self.sum.iter().zip(sum.values()).map(|(&s, &x)| s as f64 * f64::from(x)).sum();
+        let dot = self.dot(sum.values().iter().map(|&x| f64::from(x)));
         (dot * self.factor / (f64::from(SCALE) * sum.count().max(1) as f64)) as f32
     }
 

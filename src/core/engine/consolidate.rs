@@ -50,7 +50,9 @@ impl Engine {
                 }
                 continue;
             }
-            if current < self.merge_bar(sa, sb) || self.kept_apart(sa, sb) {
+            // Every queued link cleared its bar, and bars only fall as
+            // stories grow by merging: this one still clears it.
+            if self.kept_apart(sa, sb) {
                 continue;
             }
             let survivor = self.book.merge(a, b);

@@ -40,6 +40,14 @@ impl Record {
     pub(super) fn exemplar(&self) -> bool {
         self.vector.is_none()
     }
+
+    /// Its vector: its own, or, for an exemplar, the one `index` keeps.
+    pub(super) fn vector_in<'a>(&'a self, index: &'a SegmentedIndex, seq: u64) -> Option<&'a [i8]> {
+        match &self.vector {
+            Some(vector) => Some(vector.values()),
+            None => index.vector(seq, self.headline.published),
+        }
+    }
 }
 
 /// Stored headlines by kind.
@@ -123,11 +131,7 @@ impl Ledger {
     /// A stored headline's vector: its own, or, for an exemplar, the one
     /// `index` keeps.
     pub(super) fn vector<'a>(&'a self, index: &'a SegmentedIndex, seq: u64) -> Option<&'a [i8]> {
-        let record = self.records.get(&seq)?;
-        match &record.vector {
-            Some(vector) => Some(vector.values()),
-            None => index.vector(seq, record.headline.published),
-        }
+        self.records.get(&seq)?.vector_in(index, seq)
     }
 
     /// What a story needs to know about a stored headline.

@@ -412,7 +412,6 @@ impl Engine {
         let mut removed = 0;
         let mut points = Vec::new();
         for &seq in seqs {
-            let vector = self.ledger.vector(&self.index, seq).map(<[i8]>::to_vec);
             let Some(record) = self.ledger.remove(seq) else { continue };
             removed += 1;
             if record.exemplar() {
@@ -422,7 +421,9 @@ impl Engine {
                 self.terms.remove(&record.norm);
                 self.cases.remove(&record.norm);
                 self.exact.forget(record.norm.key, seq);
-                if let Some(vector) = &vector {
+                // An exemplar's vector is still in the index, which forgets
+                // the removed points below.
+                if let Some(vector) = record.vector_in(&self.index, seq) {
                     self.background.remove(vector);
                 }
             }
