@@ -71,9 +71,15 @@ pub struct Settings {
     /// need more, up to `story_threshold` for two single headlines: the bar
     /// falls with the square root of the number of cross pairs.
     pub merge_threshold: f32,
-    /// A story absorbs headlines whose event time is within this distance of
-    /// its first and last member.
+    /// A story absorbs rewrites at `story_threshold` while their event time
+    /// is within this distance of its coverage (from its first to its
+    /// latest member that is not a copy).
     pub story_window: Millis,
+    /// An exact copy (the same normalised text) of a story's headline joins
+    /// it while its event time is within this distance of the story's
+    /// coverage: a republished wire headline joins days later, where a
+    /// rewrite needs the story window.
+    pub copy_window: Millis,
     /// Candidates fetched from the index per headline.
     pub candidates: usize,
     /// Headlines whose event time is this far behind the newest one leave
@@ -95,6 +101,7 @@ impl Default for Settings {
             story_threshold: 0.3,
             merge_threshold: 0.2,
             story_window: DAY_MS / 2,
+            copy_window: 3 * DAY_MS,
             candidates: 20,
             retention: Some(30 * DAY_MS),
         }
@@ -123,6 +130,10 @@ impl Settings {
                 let hours: f64 = number(key, value)?;
                 self.story_window = (hours * 3_600_000.0) as Millis;
             }
+            "copy_window_hours" => {
+                let hours: f64 = number(key, value)?;
+                self.copy_window = (hours * 3_600_000.0) as Millis;
+            }
             "candidates" => self.candidates = number(key, value)?,
             "retention_hours" => {
                 let hours: f64 = number(key, value)?;
@@ -148,6 +159,7 @@ impl Settings {
             format!("story_threshold={}", self.story_threshold),
             format!("merge_threshold={}", self.merge_threshold),
             format!("story_window_hours={}", hours(self.story_window)),
+            format!("copy_window_hours={}", hours(self.copy_window)),
             format!("candidates={}", self.candidates),
             format!("retention_hours={}", self.retention.map_or(0.0, hours)),
         ]
@@ -208,6 +220,9 @@ impl Settings {
         if self.story_window <= 0 {
             return Err(CoreError::setting("story_window_hours", "must be positive"));
         }
+        if self.copy_window < self.story_window {
+            return Err(CoreError::setting("copy_window_hours", "must be at least story_window_hours"));
+        }
         if self.retention.is_some_and(|r| r < self.story_window) {
             return Err(CoreError::setting(
                 "retention_hours",
@@ -232,7 +247,13 @@ mod tests {
     fn specs_round_trip() {
         let mut custom = Settings::default();
         custom
-            .apply_all(["embedder=lexical", "story_threshold=0.45", "retention_hours=0", "story_window_hours=6"])
+            .apply_all([
+                "embedder=lexical",
+                "story_threshold=0.45",
+                "retention_hours=0",
+                "story_window_hours=6",
+                "copy_window_hours=36",
+            ])
             .expect("valid");
         let mut again = Settings::default();
         again.apply_all(custom.specs().iter().map(String::as_str)).expect("valid");
@@ -247,6 +268,7 @@ mod tests {
             "story_threshold=1.01",
             "merge_threshold=-1",
             "story_window_hours=0",
+            "copy_window_hours=6",
             "retention_hours=1",
             "candidates=0",
             "embedder=magic",

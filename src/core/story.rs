@@ -28,6 +28,11 @@ pub struct Story {
     pub first_seen: Millis,
     /// Latest member event time.
     pub last_seen: Millis,
+    /// Earliest event time of a member that is not a copy (exact or near
+    /// duplicate) of another: when the story's own coverage began.
+    covered_from: Millis,
+    /// Latest event time of a member that is not a copy.
+    covered_to: Millis,
     /// The normalised wordings (by exact key): copies and first member.
     wordings: HashMap<u64, Wording>,
     /// The canonical member.
@@ -61,6 +66,9 @@ pub struct MemberInfo<'a> {
     pub exemplar: bool,
     /// Whether it was kept from another story as its look-alike.
     pub look_alike: bool,
+    /// Whether it is a copy (exact or near duplicate) of another headline:
+    /// a republication, which does not extend the story's coverage.
+    pub copy: bool,
 }
 
 impl Story {
@@ -74,6 +82,8 @@ impl Story {
             last_exemplar_time: Millis::MIN,
             first_seen: Millis::MAX,
             last_seen: Millis::MIN,
+            covered_from: Millis::MAX,
+            covered_to: Millis::MIN,
             wordings: HashMap::new(),
             canonical: 0,
             merged: Vec::new(),
@@ -103,6 +113,10 @@ impl Story {
         }
         self.first_seen = self.first_seen.min(member.time);
         self.last_seen = self.last_seen.max(member.time);
+        if !member.copy {
+            self.covered_from = self.covered_from.min(member.time);
+            self.covered_to = self.covered_to.max(member.time);
+        }
     }
 
     /// Recomputes everything derived from the members (after a merge or a
@@ -116,6 +130,8 @@ impl Story {
         self.last_exemplar_time = Millis::MIN;
         self.first_seen = Millis::MAX;
         self.last_seen = Millis::MIN;
+        self.covered_from = Millis::MAX;
+        self.covered_to = Millis::MIN;
         self.wordings.clear();
         self.look_alikes.clear();
         for &seq in &self.members.clone() {
@@ -138,6 +154,8 @@ impl Story {
         self.last_exemplar_time = self.last_exemplar_time.max(other.last_exemplar_time);
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
+        self.covered_from = self.covered_from.min(other.covered_from);
+        self.covered_to = self.covered_to.max(other.covered_to);
         for (key, wording) in other.wordings {
             let mine = self.wordings.entry(key).or_insert(Wording { copies: 0, first: wording.first });
             mine.copies += wording.copies;
@@ -148,6 +166,30 @@ impl Story {
         self.merged.push(other.id);
         self.merged.extend(other.merged);
         self.merged.sort_unstable();
+    }
+
+    /// The event times of the story's own coverage: from its first to its
+    /// latest member that is not a copy, or of all its members if every one
+    /// left is a copy.
+    pub fn coverage(&self) -> (Millis, Millis) {
+        if self.covered_from <= self.covered_to {
+            (self.covered_from, self.covered_to)
+        } else {
+            (self.first_seen, self.last_seen)
+        }
+    }
+
+    /// How far event time `time` is from the story's coverage (0 within it).
+    pub fn gap_to(&self, time: Millis) -> Millis {
+        let (from, to) = self.coverage();
+        from.saturating_sub(time).max(time.saturating_sub(to)).max(0)
+    }
+
+    /// How far apart the coverages of two stories are (0 if they overlap).
+    pub fn gap_between(&self, other: &Story) -> Millis {
+        let (from, to) = self.coverage();
+        let (other_from, other_to) = other.coverage();
+        other_from.saturating_sub(to).max(from.saturating_sub(other_to)).max(0)
     }
 
     /// The first member of each wording, ascending.
@@ -212,6 +254,7 @@ mod tests {
                 vector: vectors[seq as usize].values(),
                 exemplar: seq.is_multiple_of(3),
                 look_alike: false,
+                copy: seq == 4,
             })
         };
         let mut whole = Story::new(StoryId(1), 3);
@@ -234,6 +277,7 @@ mod tests {
             assert_eq!(story.exemplars, whole.exemplars);
             assert_eq!(story.last_exemplar_time, whole.last_exemplar_time);
             assert_eq!((story.first_seen, story.last_seen), (whole.first_seen, whole.last_seen));
+            assert_eq!(story.coverage(), whole.coverage());
             let wordings = |s: &Story| {
                 let mut w: Vec<(u64, u32, u64)> = s.wordings.iter().map(|(&k, w)| (k, w.copies, w.first)).collect();
                 w.sort_unstable();

@@ -233,6 +233,7 @@ mod tests {
                 vector: vectors.get(seq as usize)?.values(),
                 exemplar: true,
                 look_alike: false,
+                copy: false,
             })
         }
     }

@@ -130,16 +130,15 @@ impl Engine {
         }
     }
 
-    /// Queues the link of story `id` to story `other` if they overlap in
-    /// time (within the story window) and their linkage clears the merge
-    /// threshold.
+    /// Queues the link of story `id` to story `other` if their coverages
+    /// are within the story window of each other and their linkage clears
+    /// their merge bar.
     fn push_link(&self, frame: &Frame<'_>, id: StoryId, story: &Story, other: StoryId, heap: &mut BinaryHeap<Link>) {
         if other == id {
             return;
         }
         let Some(neighbour) = self.book.get(other) else { return };
-        let (from, to) = self.alive_span(story);
-        if neighbour.first_seen > to || neighbour.last_seen < from {
+        if story.gap_between(neighbour) > self.settings.story_window {
             return;
         }
         let strength = story.linkage_in(frame, neighbour);

@@ -150,10 +150,10 @@ pub(super) struct View<'a> {
 }
 
 impl<'a> View<'a> {
-    /// Whether `story` still absorbs headlines at event time `time`.
+    /// Whether `story` absorbs rewrites at event time `time`: while it is
+    /// within the story window of the story's coverage.
     fn alive_at(&self, story: &Story, time: Millis) -> bool {
-        let (from, to) = windowed(story.first_seen, story.last_seen, self.settings.story_window);
-        from <= time && time <= to
+        story.gap_to(time) <= self.settings.story_window
     }
 
     /// A candidate's string similarity with `norm`, computed if the
@@ -207,7 +207,8 @@ impl<'a> View<'a> {
         (assignment, candidates)
     }
 
-    /// The exact tier: an equal normalised text in a live story.
+    /// The exact tier: an equal normalised text in a story whose coverage
+    /// is within the copy window: a republished copy joins days later.
     pub(super) fn decide_exact(&self, time: Millis, norm: &Normalized) -> Option<Decision> {
         let (seq, story) = self
             .exact
@@ -215,7 +216,9 @@ impl<'a> View<'a> {
             .and_then(|seq| self.ledger.get(seq).map(|rec| (seq, rec)))
             .filter(|(_, rec)| rec.norm.text == norm.text)
             .map(|(seq, rec)| (seq, self.book.resolve(rec.story)))
-            .filter(|(_, story)| self.book.get(*story).is_some_and(|st| self.alive_at(st, time)))?;
+            .filter(|(_, story)| {
+                self.book.get(*story).is_some_and(|st| st.gap_to(time) <= self.settings.copy_window)
+            })?;
         Some(Decision {
             kind: MatchKind::ExactDuplicate,
             story: Some(story),
@@ -444,6 +447,7 @@ mod tests {
     use crate::core::types::{Assignment, DAY_MS, MatchKind};
 
     const DAY: i64 = 100 * DAY_MS;
+    const HOUR: i64 = DAY_MS / 24;
     const JAPAN: &str = "Magnitude 6.1 earthquake strikes off coast of Japan";
     const CHILE: &str = "Magnitude 6.1 earthquake strikes off coast of Chile";
     const SHAKES: &str = "Strong quake shakes central Chile";
@@ -497,5 +501,37 @@ mod tests {
         assert_eq!(cruises.kind, MatchKind::SameStory);
         assert_eq!(cruises.story_id, wins.story_id);
         assert_eq!(cruises.evidence.note, Note::SameStory.text());
+    }
+
+    #[test]
+    fn a_republished_copy_joins_its_story_days_later_and_does_not_reopen_it_to_rewrites() {
+        // keyed-feed/dev.jsonl: the typhoon's first wording, a rewrite, and
+        // the first wording again two days later.
+        const LANDFALL: &str = "Typhoon Nari makes landfall in southern Japan, thousands ordered to evacuate";
+        let mut engine = fixed_engine(&[
+            ("typhoon nari makes landfall in southern japan thousands ordered to evacuate", [1.0, 0.0]),
+            ("typhoon nari slams into japans kyushu island halting trains", [0.8, 0.6]),
+            ("clean up begins in kyushu as naris floodwaters recede", [0.8, 0.6]),
+        ]);
+        let first = answer(&mut engine, "kf-001", LANDFALL, DAY);
+        let slams = answer(
+            &mut engine,
+            "kf-005",
+            "Typhoon Nari slams into Japan's Kyushu island, halting trains",
+            DAY + 2 * HOUR,
+        );
+        assert_eq!(slams.story_id, first.story_id);
+        let again = answer(&mut engine, "kf-013", LANDFALL, DAY + 54 * HOUR);
+        assert_eq!(again.kind, MatchKind::ExactDuplicate, "a copy joins within the copy window");
+        assert_eq!(again.story_id, first.story_id);
+        assert_eq!(again.matched_headline_id.as_deref(), Some("kf-001"));
+        let clean_up =
+            answer(&mut engine, "kf-014", "Clean-up begins in Kyushu as Nari's floodwaters recede", DAY + 55 * HOUR);
+        assert_eq!(clean_up.kind, MatchKind::NewStory, "a rewrite needs the story window of the story's own coverage");
+        let early = answer(&mut engine, "early", LANDFALL, DAY - 30 * HOUR);
+        assert_eq!(early.kind, MatchKind::ExactDuplicate, "out of order, a copy joins as well");
+        assert_eq!(early.story_id, first.story_id);
+        let late = answer(&mut engine, "late", LANDFALL, DAY + 2 * HOUR + 73 * HOUR);
+        assert_eq!(late.kind, MatchKind::NewStory, "past the copy window a copy starts a story");
     }
 }

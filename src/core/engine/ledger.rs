@@ -143,6 +143,7 @@ impl Ledger {
             vector: self.vector(index, seq)?,
             exemplar: record.exemplar(),
             look_alike: record.scores.note == Note::LookAlike,
+            copy: matches!(record.kind, MatchKind::ExactDuplicate | MatchKind::NearDuplicate),
         })
     }
 }

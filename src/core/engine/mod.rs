@@ -293,9 +293,11 @@ impl Engine {
         }
     }
 
-    /// The event times at which a story absorbs headlines.
+    /// The event times at which a story absorbs rewrites at the story
+    /// threshold, and merges: its coverage, widened by the story window.
     fn alive_span(&self, story: &Story) -> (Millis, Millis) {
-        windowed(story.first_seen, story.last_seen, self.settings.story_window)
+        let (from, to) = story.coverage();
+        windowed(from, to, self.settings.story_window)
     }
 
     /// Decides and stores one new headline; returns its sequence number,
