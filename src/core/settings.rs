@@ -75,8 +75,8 @@ pub struct Settings {
     /// is within this distance of its coverage (from its first to its
     /// latest member that is not a copy).
     pub story_window: Millis,
-    /// A copy (an exact or near duplicate) of a story's headline joins it
-    /// while its event time is within this distance of the story's
+    /// An exact copy (the same normalised text) of a story's headline joins
+    /// it while its event time is within this distance of the story's
     /// coverage: a republished wire headline joins days later, where a
     /// rewrite needs the story window.
     pub copy_window: Millis,

@@ -3,7 +3,6 @@
 //! views of the engine's parts ([`View`]) and changes nothing.
 
 use super::book::StoryBook;
-use super::copies::CopyIndex;
 use super::exact::ExactIndex;
 use super::ledger::Ledger;
 use super::windowed;
@@ -143,7 +142,6 @@ pub(super) struct View<'a> {
     pub(super) settings: &'a Settings,
     pub(super) ledger: &'a Ledger,
     pub(super) exact: &'a ExactIndex,
-    pub(super) copies: &'a CopyIndex,
     pub(super) book: &'a StoryBook,
     pub(super) index: &'a SegmentedIndex,
     pub(super) cases: &'a CaseStats,
@@ -341,40 +339,7 @@ impl<'a> View<'a> {
             .any(|record| record.norm.tokens().any(|token| names.iter().any(|name| is_variant(name, token))))
     }
 
-    /// A near duplicate beyond the story window: a holder of one of the
-    /// headline's copy keys whose story's coverage is within the copy
-    /// window, and that the near-duplicate rules accept.
-    fn late_copy(
-        &self,
-        time: Millis,
-        norm: &Normalized,
-        vector: &[i8],
-        offset: f32,
-        candidates: &[ScoredCandidate],
-    ) -> Option<ScoredCandidate> {
-        let s = self.settings;
-        self.copies.nominees(norm).into_iter().filter(|seq| !candidates.iter().any(|c| c.seq == *seq)).find_map(|seq| {
-            let record = self.ledger.get(seq)?;
-            let story_id = self.book.resolve(record.story);
-            let story = self.book.get(story_id).filter(|st| st.gap_to(time) <= s.copy_window)?;
-            let cos = cosine_i8(vector, self.ledger.vector(self.index, seq)?);
-            let string = string_similarity(&norm.text, &record.norm.text);
-            let copy = cos >= s.near_vector_threshold
-                && string >= s.near_string_threshold
-                && near_duplicate_veto(&norm.text, &record.norm.text).is_none();
-            copy.then(|| ScoredCandidate {
-                seq,
-                story: story_id,
-                vector: cos,
-                string: Some(string),
-                story_score: story.similarity_in(&self.frame, vector, offset),
-            })
-        })
-    }
-
-    /// The near-duplicate and same-story tiers, from the index candidates
-    /// within the story window, and for a near duplicate beyond it, the
-    /// copy index's.
+    /// The near-duplicate and same-story tiers, from the index candidates.
     pub(super) fn decide_similar(&self, time: Millis, norm: &Normalized, vector: &QuantizedVector) -> Decision {
         let s = self.settings;
         let (from, to) = windowed(time, time, s.story_window);
@@ -399,19 +364,11 @@ impl<'a> View<'a> {
             let string = (cos >= s.near_vector_threshold).then(|| string_similarity(&norm.text, &rec.norm.text));
             candidates.push(ScoredCandidate { seq, story: story_id, vector: cos, string, story_score });
         }
-        let near = candidates
-            .iter()
-            .find(|c| {
-                c.string.is_some_and(|string| string >= s.near_string_threshold)
-                    && self.ledger.get(c.seq).is_some_and(|r| near_duplicate_veto(&norm.text, &r.norm.text).is_none())
-            })
-            .copied()
-            .or_else(|| self.late_copy(time, norm, vector.values(), offset, &candidates));
+        let near = candidates.iter().find(|c| {
+            c.string.is_some_and(|string| string >= s.near_string_threshold)
+                && self.ledger.get(c.seq).is_some_and(|r| near_duplicate_veto(&norm.text, &r.norm.text).is_none())
+        });
         if let Some(c) = near {
-            // A copy found beyond the window is shown with the others.
-            if !candidates.iter().any(|other| other.seq == c.seq) {
-                candidates.push(c);
-            }
             return Decision {
                 kind: MatchKind::NearDuplicate,
                 story: Some(c.story),
@@ -419,7 +376,7 @@ impl<'a> View<'a> {
                 similarity: c.vector,
                 scores: Scores {
                     vector: c.vector,
-                    string: self.string_similarity(&c, norm),
+                    string: self.string_similarity(c, norm),
                     story: c.story_score,
                     threshold: s.near_vector_threshold,
                     note: Note::LightEdit,
@@ -576,22 +533,5 @@ mod tests {
         assert_eq!(early.story_id, first.story_id);
         let late = answer(&mut engine, "late", LANDFALL, DAY + 2 * HOUR + 73 * HOUR);
         assert_eq!(late.kind, MatchKind::NewStory, "past the copy window a copy starts a story");
-    }
-
-    #[test]
-    fn a_truncated_copy_joins_its_story_days_later() {
-        // keyed-feed/dev.jsonl's whale, and the same headline cut short two
-        // days later; then past the copy window.
-        let mut engine = fixed_engine(&[
-            ("rescuers try to save stranded whale on chiba beach", [1.0, 0.0]),
-            ("rescuers try to save stranded whale on chiba", [0.99, 0.141]),
-        ]);
-        let first = answer(&mut engine, "kf-045", "Rescuers try to save stranded whale on Chiba beach", DAY);
-        let cut = answer(&mut engine, "cut", "Rescuers try to save stranded whale on Chiba ...", DAY + 50 * HOUR);
-        assert_eq!(cut.kind, MatchKind::NearDuplicate, "found through its first words, beyond the story window");
-        assert_eq!(cut.story_id, first.story_id);
-        assert_eq!(cut.matched_headline_id.as_deref(), Some("kf-045"));
-        let later = answer(&mut engine, "later", "Rescuers try to save stranded whale on Chiba ...", DAY + 80 * HOUR);
-        assert_eq!(later.kind, MatchKind::NewStory, "past the copy window of the story's coverage");
     }
 }

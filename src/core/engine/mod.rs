@@ -5,9 +5,6 @@
 //!   number, id and time, counts by kind);
 //! - the [`exact index`](exact::ExactIndex): which stored headline holds
 //!   each normalised wording;
-//! - the [`copy index`](copies::CopyIndex): which stored headlines share
-//!   the first or last words of a wording, for copies beyond the story
-//!   window;
 //! - the [`story book`](book::StoryBook): stories, merge redirects, story
 //!   numbers;
 //! - the vector index ([`SegmentedIndex`]): the exemplars' vectors, by time;
@@ -39,7 +36,6 @@
 
 mod book;
 mod consolidate;
-mod copies;
 mod decide;
 mod exact;
 mod ids;
@@ -53,7 +49,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use book::StoryBook;
-use copies::CopyIndex;
 use decide::{Decision, View};
 use exact::ExactIndex;
 use ledger::{Ledger, Record};
@@ -110,7 +105,6 @@ pub struct Engine {
     background: Background,
     ledger: Ledger,
     exact: ExactIndex,
-    copies: CopyIndex,
     book: StoryBook,
     index: SegmentedIndex,
     /// The next headline sequence number.
@@ -149,7 +143,6 @@ impl Engine {
             background: Background::new(dim),
             ledger: Ledger::default(),
             exact: ExactIndex::default(),
-            copies: CopyIndex::default(),
             book,
             index,
             next_seq: counters.next_seq,
@@ -184,7 +177,6 @@ impl Engine {
             settings: &self.settings,
             ledger: &self.ledger,
             exact: &self.exact,
-            copies: &self.copies,
             book: &self.book,
             index: &self.index,
             cases: &self.cases,
@@ -363,7 +355,6 @@ impl Engine {
             self.terms.add(&record.norm);
             self.cases.add(&record.norm);
             self.exact.insert(record.norm.key, seq);
-            self.copies.insert(&record.norm, seq);
             if let Some(vector) = self.ledger.vector(&self.index, seq) {
                 self.background.add(vector);
             }
@@ -432,7 +423,6 @@ impl Engine {
                 self.terms.remove(&record.norm);
                 self.cases.remove(&record.norm);
                 self.exact.forget(record.norm.key, seq);
-                self.copies.forget(&record.norm, seq);
                 // An exemplar's vector is still in the index, which forgets
                 // the removed points below.
                 if let Some(vector) = record.vector_in(&self.index, seq) {
