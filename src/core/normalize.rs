@@ -16,14 +16,18 @@ use unicode_normalization::UnicodeNormalization;
 pub struct Normalized {
     /// Lower-case tokens joined by single spaces.
     pub text: String,
-    /// A stable 64-bit hash of `text`: equal keys mean an exact duplicate.
-    pub key: u64,
     /// Bit `i` is set when token `i` began with a capital letter in the
     /// headline (tokens past the 64th never).
     pub capitals: u64,
 }
 
 impl Normalized {
+    /// A stable 64-bit hash of `text`, computed when asked (not kept beside
+    /// every stored headline): equal keys mean an exact duplicate.
+    pub fn key(&self) -> u64 {
+        stable_hash(self.text.as_bytes())
+    }
+
     /// The tokens of the normalised text.
     pub fn tokens(&self) -> impl Iterator<Item = &str> {
         self.text.split(' ').filter(|t| !t.is_empty())
@@ -42,8 +46,7 @@ pub fn normalize(text: &str, source: Option<&str>) -> Normalized {
     let body = strip_prefixes(strip_suffix(&cleaned, source));
     let body = strip_truncation(body);
     let (text, capitals) = tokenize(body);
-    let key = stable_hash(text.as_bytes());
-    Normalized { text, key, capitals }
+    Normalized { text, capitals }
 }
 
 /// Entities, NFKC, invisible characters, quotes and dashes; whitespace runs
@@ -409,8 +412,8 @@ mod tests {
     fn keys_follow_text() {
         let a = normalize("Fed raises rates - Reuters", None);
         let b = normalize("FED RAISES RATES", None);
-        assert_eq!(a.key, b.key);
-        assert_ne!(a.key, normalize("Fed lowers rates", None).key);
+        assert_eq!(a.key(), b.key());
+        assert_ne!(a.key(), normalize("Fed lowers rates", None).key());
     }
 
     #[test]

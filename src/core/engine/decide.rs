@@ -212,7 +212,7 @@ impl<'a> View<'a> {
     pub(super) fn decide_exact(&self, time: Millis, norm: &Normalized) -> Option<Decision> {
         let (seq, story) = self
             .exact
-            .holder(norm.key)
+            .holder(norm.key())
             .and_then(|seq| self.ledger.get(seq).map(|rec| (seq, rec)))
             .filter(|(_, rec)| rec.norm.text == norm.text)
             .map(|(seq, rec)| (seq, self.book.resolve(rec.story)))

@@ -31,11 +31,22 @@ pub(super) struct Record {
     pub(super) story: StoryId,
     pub(super) kind: MatchKind,
     pub(super) matched: Option<u64>,
-    pub(super) similarity: f32,
     pub(super) scores: Scores,
 }
 
 impl Record {
+    /// The similarity its answer gives: 1 for an exact copy, the cosine
+    /// with its original for a near copy, the story similarity for a
+    /// rewrite, 0 for a new story (a function of the scores, not stored
+    /// twice).
+    pub(super) fn similarity(&self) -> f32 {
+        match self.kind {
+            MatchKind::ExactDuplicate | MatchKind::NearDuplicate => self.scores.vector,
+            MatchKind::SameStory => self.scores.story,
+            MatchKind::NewStory => 0.0,
+        }
+    }
+
     /// Whether it is one of its story's exemplars in the index.
     pub(super) fn exemplar(&self) -> bool {
         self.vector.is_none()
@@ -139,7 +150,7 @@ impl Ledger {
         let record = self.records.get(&seq)?;
         Some(MemberInfo {
             time: record.headline.published,
-            key: record.norm.key,
+            key: record.norm.key(),
             vector: self.vector(index, seq)?,
             exemplar: record.exemplar(),
             look_alike: record.scores.note == Note::LookAlike,
@@ -162,7 +173,6 @@ mod tests {
             story: StoryId(1),
             kind,
             matched: None,
-            similarity: 0.0,
             scores: Scores::default(),
         }
     }

@@ -331,7 +331,6 @@ impl Engine {
             story: story_id,
             kind: decision.kind,
             matched: decision.matched,
-            similarity: decision.similarity,
             scores: decision.scores,
         };
         if !self.store(seq, record) {
@@ -354,7 +353,7 @@ impl Engine {
         if record.kind != MatchKind::ExactDuplicate {
             self.terms.add(&record.norm);
             self.cases.add(&record.norm);
-            self.exact.insert(record.norm.key, seq);
+            self.exact.insert(record.norm.key(), seq);
             if let Some(vector) = self.ledger.vector(&self.index, seq) {
                 self.background.add(vector);
             }
@@ -422,7 +421,7 @@ impl Engine {
             if record.kind != MatchKind::ExactDuplicate {
                 self.terms.remove(&record.norm);
                 self.cases.remove(&record.norm);
-                self.exact.forget(record.norm.key, seq);
+                self.exact.forget(record.norm.key(), seq);
                 // An exemplar's vector is still in the index, which forgets
                 // the removed points below.
                 if let Some(vector) = record.vector_in(&self.index, seq) {

@@ -106,7 +106,7 @@ impl Engine {
                     story: rec.story,
                     kind: rec.kind,
                     matched: rec.matched,
-                    similarity: rec.similarity,
+                    similarity: rec.similarity(),
                     vector_similarity: rec.scores.vector,
                     string_similarity: rec.scores.string,
                     story_similarity: rec.scores.story,
@@ -199,7 +199,6 @@ impl Engine {
             story: stored.story,
             kind: stored.kind,
             matched: stored.matched,
-            similarity: stored.similarity,
             scores: Scores {
                 vector: stored.vector_similarity,
                 string: stored.string_similarity,

@@ -20,7 +20,7 @@ impl Engine {
             story_id,
             kind: rec.kind,
             matched_headline_id: self.matched_id(rec),
-            similarity: rec.similarity,
+            similarity: rec.similarity(),
             canonical_headline_id: canonical.map(|c| c.headline.id.clone()).unwrap_or_default(),
             canonical_text: canonical.map(|c| c.headline.text.clone()).unwrap_or_default(),
             story_size: story.map_or(0, |s| s.members.len()),
@@ -45,7 +45,7 @@ impl Engine {
             story_id: self.book.resolve(rec.story),
             kind: rec.kind,
             matched_headline_id: self.matched_id(rec),
-            similarity: rec.similarity,
+            similarity: rec.similarity(),
         })
     }
 
