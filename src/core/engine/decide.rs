@@ -93,6 +93,17 @@ pub struct Scores {
 }
 
 impl Scores {
+    /// The similarity an answer of kind `kind` gives: 1 for an exact copy
+    /// (its vector score), the cosine with its original for a near copy,
+    /// the story similarity for a rewrite, 0 for a new story.
+    pub fn answer_similarity(&self, kind: MatchKind) -> f32 {
+        match kind {
+            MatchKind::ExactDuplicate | MatchKind::NearDuplicate => self.vector,
+            MatchKind::SameStory => self.story,
+            MatchKind::NewStory => 0.0,
+        }
+    }
+
     /// The evidence clients see.
     pub fn evidence(&self, norm: &Normalized) -> Evidence {
         Evidence {
@@ -112,7 +123,6 @@ pub struct Decision {
     pub kind: MatchKind,
     pub story: Option<StoryId>,
     pub matched: Option<u64>,
-    pub similarity: f32,
     pub scores: Scores,
     pub candidates: Vec<ScoredCandidate>,
     /// The stories it was kept from as their look-alike: they must not
@@ -181,7 +191,7 @@ impl<'a> View<'a> {
             story_id: decision.story.unwrap_or(StoryId(0)),
             kind: decision.kind,
             matched_headline_id: decision.matched.and_then(record).map(|r| r.headline.id.clone()),
-            similarity: decision.similarity,
+            similarity: decision.scores.answer_similarity(decision.kind),
             canonical_headline_id: canonical.map(|r| r.headline.id.clone()).unwrap_or_default(),
             canonical_text: canonical.map(|r| r.headline.text.clone()).unwrap_or_default(),
             story_size: story.map_or(0, |s| s.members.len()),
@@ -223,7 +233,6 @@ impl<'a> View<'a> {
             kind: MatchKind::ExactDuplicate,
             story: Some(story),
             matched: Some(seq),
-            similarity: 1.0,
             scores: Scores { vector: 1.0, string: 1.0, story: 1.0, threshold: 1.0, note: Note::SameText },
             candidates: Vec::new(),
             vetoed: Vec::new(),
@@ -373,7 +382,6 @@ impl<'a> View<'a> {
                 kind: MatchKind::NearDuplicate,
                 story: Some(c.story),
                 matched: Some(c.seq),
-                similarity: c.vector,
                 scores: Scores {
                     vector: c.vector,
                     string: self.string_similarity(c, norm),
@@ -404,7 +412,6 @@ impl<'a> View<'a> {
                 kind: MatchKind::NewStory,
                 story: None,
                 matched: None,
-                similarity: 0.0,
                 scores: Scores {
                     story: story_scores.first().map_or(0.0, |r| r.1),
                     threshold: s.story_threshold,
@@ -425,7 +432,6 @@ impl<'a> View<'a> {
             kind: MatchKind::SameStory,
             story: Some(best),
             matched: matched.map(|c| c.seq),
-            similarity: score,
             scores: Scores {
                 vector: matched.map_or(0.0, |c| c.vector),
                 string: matched.map_or(0.0, |c| self.string_similarity(&c, norm)),

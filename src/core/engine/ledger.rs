@@ -35,16 +35,10 @@ pub(super) struct Record {
 }
 
 impl Record {
-    /// The similarity its answer gives: 1 for an exact copy, the cosine
-    /// with its original for a near copy, the story similarity for a
-    /// rewrite, 0 for a new story (a function of the scores, not stored
-    /// twice).
+    /// The similarity its answer gave (a function of its kind and scores,
+    /// not stored twice).
     pub(super) fn similarity(&self) -> f32 {
-        match self.kind {
-            MatchKind::ExactDuplicate | MatchKind::NearDuplicate => self.scores.vector,
-            MatchKind::SameStory => self.scores.story,
-            MatchKind::NewStory => 0.0,
-        }
+        self.scores.answer_similarity(self.kind)
     }
 
     /// Whether it is one of its story's exemplars in the index.
