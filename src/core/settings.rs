@@ -115,6 +115,9 @@ impl Settings {
         fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, CoreError> {
             value.trim().parse().map_err(|_| CoreError::setting(key, format!("{value:?} is not a valid number")))
         }
+        fn window(key: &str, value: &str) -> Result<Millis, CoreError> {
+            Ok((number::<f64>(key, value)? * 3_600_000.0) as Millis)
+        }
         match key {
             "embedder" => self.embedder = value.parse()?,
             "semantic_weight" => self.semantic_weight = number(key, value)?,
@@ -126,14 +129,8 @@ impl Settings {
             "background_prior" => self.background_prior = number(key, value)?,
             "story_threshold" => self.story_threshold = number(key, value)?,
             "merge_threshold" => self.merge_threshold = number(key, value)?,
-            "story_window_hours" => {
-                let hours: f64 = number(key, value)?;
-                self.story_window = (hours * 3_600_000.0) as Millis;
-            }
-            "copy_window_hours" => {
-                let hours: f64 = number(key, value)?;
-                self.copy_window = (hours * 3_600_000.0) as Millis;
-            }
+            "story_window_hours" => self.story_window = window(key, value)?,
+            "copy_window_hours" => self.copy_window = window(key, value)?,
             "candidates" => self.candidates = number(key, value)?,
             "retention_hours" => {
                 let hours: f64 = number(key, value)?;
