@@ -37,6 +37,21 @@ pub struct ServerOptions {
 /// [`run`] after the gRPC server has stopped.
 const WEB_GRACE_PERIOD: Duration = Duration::from_secs(2);
 
+/// The message of the log line that names the bound addresses (`addr`,
+/// `metrics`), so a process started with port 0 can be found.
+const LISTENING: &str = "listening";
+
+/// The gRPC and web addresses a JSON-format log line (`--log-format json`)
+/// reports, if it is the line [`run`] logs once it is listening.
+pub fn listening_addresses(line: &str) -> Option<(String, String)> {
+    let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = entry.get("fields")?;
+    if fields.get("message")? != LISTENING {
+        return None;
+    }
+    Some((fields.get("addr")?.as_str()?.to_owned(), fields.get("metrics")?.as_str()?.to_owned()))
+}
+
 /// Runs the whole service: `app` over gRPC on `listener` (see [`serve`]),
 /// and the Prometheus metrics and the story board on `web_listener`, until
 /// `shutdown` completes. Installs the process's metrics recorder, so it
@@ -49,7 +64,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let metrics = crate::telemetry::install()?;
-    info!(addr = %listener.local_addr()?, metrics = %web_listener.local_addr()?, "listening");
+    info!(addr = %listener.local_addr()?, metrics = %web_listener.local_addr()?, "{LISTENING}");
     let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
     let web = tokio::spawn(crate::web::serve(web_listener, Arc::clone(&app), metrics, async {
         let _ = web_stopped.await;

@@ -1,9 +1,10 @@
 //! Starting a server for a test and connecting to it.
 
-use std::net::{SocketAddr, TcpListener};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use headline_dedup::api::Limits;
@@ -99,11 +100,8 @@ pub struct Served {
     health_args: Vec<String>,
     /// The metrics and story board address.
     pub web_addr: String,
-}
-
-fn free_addr() -> String {
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    format!("127.0.0.1:{port}")
+    /// Everything the server logged, kept for failure messages.
+    log: Arc<Mutex<String>>,
 }
 
 impl Served {
@@ -123,24 +121,48 @@ impl Served {
     }
 
     /// `serve` with extra arguments, once `healthcheck` with `health_args`
-    /// reports SERVING.
+    /// reports SERVING. The server picks its own ports (`127.0.0.1:0`) and
+    /// the test reads them from its "listening" log line, so two servers of
+    /// concurrent tests can never be handed the same port.
     pub fn start_checked(args: &[&str], health_args: &[&str]) -> Self {
-        let (addr, web_addr) = (free_addr(), free_addr());
-        let child = Command::new(binary())
-            .args(["serve", "--listen", &addr, "--metrics-listen", &web_addr])
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
             .args(args)
+            .env("RUST_LOG", "warn,headline_dedup=info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start the server");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (listening, addresses) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let kept = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addresses) = headline_dedup::server::listening_addresses(&line) {
+                    let _ = listening.send(addresses);
+                }
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+        });
+        let (addr, web_addr) = addresses.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            panic!("the server did not report its addresses:\n{}", log.lock().unwrap_or_else(|e| e.into_inner()))
+        });
         let health_args = health_args.iter().map(|a| a.to_string()).collect();
-        let served = Self { child, addr, health_args, web_addr };
+        let served = Self { child, addr, health_args, web_addr, log };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !served.healthy() {
-            assert!(Instant::now() < deadline, "server did not become healthy");
+            assert!(Instant::now() < deadline, "server did not become healthy:\n{}", served.log());
             std::thread::sleep(Duration::from_millis(20));
         }
         served
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn healthy(&self) -> bool {

@@ -6,6 +6,7 @@
 //! the server's memory.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -90,17 +91,18 @@ impl Spawned {
             None => Some(tempfile::tempdir()?),
         };
         let dir = data_dir.unwrap_or_else(|| temp.as_ref().map(|t| t.path().to_owned()).unwrap_or_default());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(std::env::current_exe()?)
-            .args(["serve", "--listen", &addr, "--metrics-listen", "127.0.0.1:0", "--data-dir"])
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
             .arg(&dir)
             .args(["--max-batch", "100000", "--max-message-bytes", "268435456"])
             .args(settings.iter().flat_map(|s| ["--set", s.as_str()]))
+            .env("RUST_LOG", Self::log_filter())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .context("cannot start the server")?;
+        let addr = Self::forward_log(&mut child)?;
         let spawned = Self { child, addr, _temp: temp };
         let deadline = Instant::now() + Duration::from_secs(120);
         while !headline_dedup::server::probe(&spawned.addr, None, Duration::from_secs(1)).await.unwrap_or(false) {
@@ -108,6 +110,30 @@ impl Spawned {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(spawned)
+    }
+
+    /// This process's log filter for the server, which always logs the
+    /// line that names its address.
+    fn log_filter() -> String {
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| crate::DEFAULT_LOG_FILTER.into());
+        format!("{filter},headline_dedup::server=info")
+    }
+
+    /// Copies the server's log to this process's standard error, and
+    /// returns the gRPC address the server reports once it is listening
+    /// (it picks a free port itself, so no other process can take it first).
+    fn forward_log(child: &mut Child) -> anyhow::Result<String> {
+        let stderr = child.stderr.take().context("the server's log is not piped")?;
+        let (listening, addresses) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some((addr, _)) = headline_dedup::server::listening_addresses(&line) {
+                    let _ = listening.send(addr);
+                }
+                eprintln!("{line}");
+            }
+        });
+        addresses.recv_timeout(Duration::from_secs(120)).context("the server did not report its address")
     }
 
     /// A memory figure of the process from /proc: `VmHWM` (peak resident)
