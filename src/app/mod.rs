@@ -30,7 +30,7 @@ use crate::core::types::{
     Assignment, Candidate, Headline, ItemError, Stats, StoredHeadline, StoryCursor, StoryId, StoryOrder, StoryQuery,
     StoryView,
 };
-use crate::store::{Records, Store, StoredNamespace, panic_message};
+use crate::store::{Lead, Records, Store, StoredNamespace, panic_message};
 use crate::telemetry;
 
 /// The namespace used when a request names none.
@@ -393,6 +393,25 @@ impl App {
         }
     }
 
+    /// The engine of a slot, to write: this node must lead the namespace
+    /// (always, on the embedded store); having just become its leader, it
+    /// first rebuilds the namespace from the store, where the previous
+    /// leader's last commits are.
+    fn writable<'s>(&self, name: &str, slot: &'s mut Slot) -> Result<&'s mut Engine, AppError> {
+        match self.store.lead(name) {
+            Ok(Lead::Held) => {}
+            Ok(Lead::Acquired) => *slot = Slot::Broken("this node has just become the namespace's leader".into()),
+            Err(e) => return Err(AppError::Unavailable(e.to_string())),
+        }
+        self.ready(name, slot)
+    }
+
+    /// Gives up the namespaces this node leads, for another node to take
+    /// over at once (at an orderly shutdown, once no call is in flight).
+    pub fn release(&self) {
+        self.store.release();
+    }
+
     /// Throws a namespace's memory away and rebuilds it from the store.
     fn reset(&self, name: &str, slot: &mut Slot, why: &str) {
         *slot = Slot::Broken(why.to_owned());
@@ -489,7 +508,7 @@ impl App {
         let mut slot = namespace.slot();
         let mut answers: Vec<Option<Result<Answers, AppError>>> = vec![None; group.len()];
         loop {
-            let engine = match self.ready(name, &mut slot) {
+            let engine = match self.writable(name, &mut slot) {
                 Ok(engine) => engine,
                 Err(e) => {
                     answers.iter_mut().filter(|a| a.is_none()).for_each(|a| *a = Some(Err(e.clone())));
@@ -609,7 +628,7 @@ impl App {
     pub fn delete(&self, name: &str, ids: &[String]) -> Result<(usize, Vec<String>), AppError> {
         let namespace = self.namespace(name)?;
         let mut slot = namespace.slot();
-        let engine = self.ready(name, &mut slot)?;
+        let engine = self.writable(name, &mut slot)?;
         match guarded("the deletion", || engine.delete(ids)) {
             Ok(result) => {
                 self.commit(name, &mut slot)?;

@@ -8,6 +8,7 @@ mod durability;
 mod grpc;
 mod operations;
 mod overload;
+mod postgres;
 mod properties;
 mod security;
 mod support;

@@ -65,8 +65,22 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
     /// Keep everything in memory and nothing on disk (tests, one-off batch
     /// work); --data-dir is then ignored.
-    #[arg(long, env = "HEADLINE_DEDUP_IN_MEMORY")]
+    #[arg(long, env = "HEADLINE_DEDUP_IN_MEMORY", conflicts_with = "postgres")]
     pub in_memory: bool,
+    /// Keep the state in PostgreSQL instead of the data directory
+    /// (postgresql://user:password@host:port/db): several nodes share it,
+    /// one at a time leading each namespace; --data-dir is then ignored.
+    #[arg(long, env = "HEADLINE_DEDUP_POSTGRES", hide_env_values = true)]
+    pub postgres: Option<String>,
+    /// Where other nodes and clients reach this node's gRPC address (with
+    /// --postgres; default: --listen).
+    #[arg(long, env = "HEADLINE_DEDUP_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Seconds a namespace's lease lasts without renewal (with
+    /// --postgres): a leader that is paused or cut off from PostgreSQL
+    /// loses its namespaces to another node after this long.
+    #[arg(long, env = "HEADLINE_DEDUP_LEASE_SECONDS", default_value_t = 5.0, value_parser = lease_seconds)]
+    pub lease_seconds: f64,
     /// Most headlines per Ingest request, IngestStream batch or ClusterBatch.
     #[arg(long, env = "HEADLINE_DEDUP_MAX_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_batch: u32,
@@ -291,4 +305,9 @@ impl CredentialArgs {
     pub fn credentials(&self) -> Credentials {
         Credentials { tls_ca: self.tls_ca.clone(), auth_token: self.auth_token.clone() }
     }
+}
+
+fn lease_seconds(value: &str) -> Result<f64, String> {
+    let seconds: f64 = value.parse().map_err(|_| format!("{value:?} is not a number of seconds"))?;
+    if (0.2..=600.0).contains(&seconds) { Ok(seconds) } else { Err("must be 0.2 to 600 seconds".into()) }
 }

@@ -18,7 +18,7 @@ use headline_dedup::api::Limits;
 use headline_dedup::app::{App, SettingsBook};
 use headline_dedup::core::embed::StaticModel;
 use headline_dedup::server::{self, ServerOptions};
-use headline_dedup::store::{Store, panic_message};
+use headline_dedup::store::{PostgresOptions, Store, panic_message};
 use tonic::transport::Identity;
 use tracing::info;
 
@@ -81,8 +81,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
     log_panics();
     let model = Arc::new(StaticModel::bundled()?);
+    let runtime = runtime()?;
+    // Bound before the state loads, so that a node on PostgreSQL can name
+    // the address it was given (port 0 included) as the leader's.
+    let (listener, web_listener) = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        let web_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {} (--metrics-listen): {e}", args.metrics_listen))?;
+        anyhow::Ok((listener, web_listener))
+    })?;
     let app = if args.in_memory {
         App::in_memory(model, settings)?
+    } else if let Some(url) = &args.postgres {
+        let advertise = match &args.advertise {
+            Some(advertise) => advertise.clone(),
+            None => advertised(listener.local_addr()?),
+        };
+        let lease = Duration::from_secs_f64(args.lease_seconds);
+        App::open(model, settings, Store::postgres(PostgresOptions { url: url.clone(), advertise, lease })?)?
     } else {
         let store = Store::open(&args.data_dir)?;
         info!(data_dir = %args.data_dir.display(), "opening state");
@@ -96,16 +115,20 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls: tls_identity(&args)?,
         auth_token: auth_token(&args)?,
     };
-    runtime()?.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-        let web_listener = tokio::net::TcpListener::bind(args.metrics_listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {} (--metrics-listen): {e}", args.metrics_listen))?;
-        server::run(listener, web_listener, app, options, server::shutdown_signal()).await
-    })?;
+    runtime.block_on(server::run(listener, web_listener, Arc::clone(&app), options, server::shutdown_signal()))?;
+    app.release();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The address a node names as its own without --advertise: the bound
+/// one, with the host's name for an unspecified IP (0.0.0.0 in a
+/// container).
+fn advertised(bound: std::net::SocketAddr) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let host = std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty());
+    format!("{}:{}", host.unwrap_or_else(|| "localhost".into()), bound.port())
 }
 
 fn tls_identity(args: &ServeArgs) -> anyhow::Result<Option<Identity>> {

@@ -1,24 +1,17 @@
-//! Durable state in an embedded database (redb) in the data directory.
-//!
-//! One file, `headline-dedup.redb`, with three tables:
-//! - `records`: (namespace, sequence number) → a headline with its
-//!   assignment, evidence and quantized vector (protobuf-encoded);
-//! - `redirects`: (namespace, merged story) → surviving story;
-//! - `namespaces`: namespace → its settings and counters.
-//!
-//! Stories, the exact-text map, term counts and index graphs are derived
-//! from the records when a namespace is loaded. Every batch is one
-//! transaction, committed durably (fsync) before the batch is answered.
-//! Opening verifies the checksums of every page of the file.
+//! The embedded store: one redb file, `headline-dedup.redb`, in the data
+//! directory, with the tables `records`, `redirects` and `namespaces`.
+//! Every batch is one transaction, committed durably (fsync) before the
+//! batch is answered. Opening verifies the checksums of every page of the
+//! file.
 
 use std::path::{Path, PathBuf};
 
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::core::engine::{Changes, Counters, PersistedRecord};
-use crate::core::types::{Headline, MatchKind, StoryId};
-use crate::core::vector::QuantizedVector;
+use super::{NamespaceMessage, RecordMessage, Records, StoreError, StoredNamespace, panic_message};
+use crate::core::engine::Changes;
+use crate::core::types::StoryId;
 
 const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
 const REDIRECTS: TableDefinition<(&str, u64), u64> = TableDefinition::new("redirects");
@@ -37,162 +30,9 @@ const CACHE_BYTES: usize = 32 << 20;
 /// looked (restored a backup, or accepted the repaired state by deleting it).
 pub const DAMAGE_MARKER: &str = "DAMAGED";
 
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The data directory could not be created or opened.
-    #[error("data directory {path}: {source}")]
-    Directory {
-        /// The directory.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The database reported an error (I/O, corruption, a second process).
-    #[error("database {path}: {message}")]
-    Database {
-        /// The database file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-    /// A stored value could not be decoded.
-    #[error("database {path}: {what} is corrupt: {message}")]
-    Corrupt {
-        /// The database file.
-        path: PathBuf,
-        /// Which value.
-        what: String,
-        /// What is wrong with it.
-        message: String,
-    },
-}
-
-/// A stored headline, as encoded in the `records` table.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RecordMessage {
-    #[prost(string, tag = "1")]
-    id: String,
-    #[prost(string, tag = "2")]
-    text: String,
-    #[prost(string, optional, tag = "3")]
-    source: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    url: Option<String>,
-    #[prost(sint64, tag = "5")]
-    published: i64,
-    #[prost(uint64, tag = "6")]
-    story: u64,
-    #[prost(uint32, tag = "7")]
-    kind: u32,
-    #[prost(uint64, optional, tag = "8")]
-    matched: Option<u64>,
-    #[prost(float, tag = "9")]
-    similarity: f32,
-    #[prost(float, tag = "10")]
-    vector_similarity: f32,
-    #[prost(float, tag = "11")]
-    string_similarity: f32,
-    #[prost(float, tag = "12")]
-    story_similarity: f32,
-    #[prost(float, tag = "13")]
-    threshold: f32,
-    #[prost(uint32, tag = "14")]
-    note: u32,
-    #[prost(bool, tag = "15")]
-    exemplar: bool,
-    /// The quantized vector (`core::vector`), one byte per dimension.
-    #[prost(bytes = "vec", tag = "16")]
-    vector: Vec<u8>,
-}
-
-/// A namespace's settings and counters, as encoded in the `namespaces` table.
-#[derive(Clone, PartialEq, prost::Message)]
-struct NamespaceMessage {
-    #[prost(string, repeated, tag = "1")]
-    settings: Vec<String>,
-    #[prost(uint64, tag = "2")]
-    next_seq: u64,
-    #[prost(uint64, tag = "3")]
-    next_story: u64,
-    #[prost(uint64, tag = "4")]
-    merges: u64,
-    /// The retention clock (absent in files written before it was kept).
-    #[prost(sint64, optional, tag = "5")]
-    watermark: Option<i64>,
-}
-
-impl RecordMessage {
-    fn from_record(r: &PersistedRecord) -> Self {
-        Self {
-            id: r.headline.id.clone(),
-            text: r.headline.text.clone(),
-            source: r.headline.source.clone(),
-            url: r.headline.url.clone(),
-            published: r.headline.published,
-            story: r.story.0,
-            kind: r.kind.code(),
-            matched: r.matched,
-            similarity: r.similarity,
-            vector_similarity: r.vector_similarity,
-            string_similarity: r.string_similarity,
-            story_similarity: r.story_similarity,
-            threshold: r.threshold,
-            note: r.note,
-            exemplar: r.exemplar,
-            vector: r.vector.values().iter().map(|&v| v as u8).collect(),
-        }
-    }
-
-    fn into_record(self, seq: u64) -> Result<PersistedRecord, String> {
-        let kind = MatchKind::from_code(self.kind).ok_or_else(|| format!("unknown kind {}", self.kind))?;
-        if self.vector.is_empty() {
-            return Err("missing vector".into());
-        }
-        Ok(PersistedRecord {
-            seq,
-            headline: Headline {
-                id: self.id,
-                text: self.text,
-                source: self.source,
-                url: self.url,
-                published: self.published,
-            },
-            story: StoryId(self.story),
-            kind,
-            matched: self.matched,
-            similarity: self.similarity,
-            vector_similarity: self.vector_similarity,
-            string_similarity: self.string_similarity,
-            story_similarity: self.story_similarity,
-            threshold: self.threshold,
-            note: self.note,
-            exemplar: self.exemplar,
-            vector: QuantizedVector::from_values(self.vector.iter().map(|&v| v as i8).collect()),
-        })
-    }
-}
-
-/// A namespace as stored, apart from its records.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredNamespace {
-    /// Its name.
-    pub name: String,
-    /// The settings it was last written with, as `key=value`.
-    pub settings: Vec<String>,
-    /// Its counters.
-    pub counters: Counters,
-    /// Its merge redirects: from, to.
-    pub redirects: Vec<(StoryId, StoryId)>,
-}
-
-/// The records of one namespace, in ascending sequence order, read and
-/// decoded one at a time.
-pub type Records<'a> = dyn Iterator<Item = Result<PersistedRecord, StoreError>> + 'a;
-
-/// The durable store.
+/// The embedded store.
 #[derive(Debug)]
-pub struct Store {
+pub struct RedbStore {
     db: Database,
     path: PathBuf,
 }
@@ -210,20 +50,11 @@ fn damage_explanation(marker: &Path) -> String {
 fn guarded<T, E: From<StoreError>>(path: &Path, operation: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(operation)).unwrap_or_else(|payload| {
         let message = panic_message(payload.as_ref()).to_owned();
-        Err(StoreError::Corrupt { path: path.to_owned(), what: "the file".into(), message }.into())
+        Err(StoreError::Corrupt { place: path.display().to_string(), what: "the file".into(), message }.into())
     })
 }
 
-/// The text of a panic's payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| payload.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown failure")
-}
-
-impl Store {
+impl RedbStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         guarded(&dir.join(DB_FILE), || Self::open_unguarded(dir))
@@ -237,7 +68,7 @@ impl Store {
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create_with_backend(redb::backends::InMemoryBackend::new())
-            .map_err(|e| StoreError::Database { path: path.clone(), message: e.to_string() })?;
+            .map_err(|e| StoreError::Database { place: path.display().to_string(), message: e.to_string() })?;
         Self::with_tables(db, path)
     }
 
@@ -248,29 +79,38 @@ impl Store {
         // it, as it may be a database that was truncated to nothing.
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
             return Err(StoreError::Corrupt {
-                path,
+                place: path.display().to_string(),
                 what: "the file".into(),
                 message: "it is empty (truncated?); delete it only if this data directory is new".into(),
             });
         }
         let marker = dir.join(DAMAGE_MARKER);
         if marker.exists() {
-            return Err(StoreError::Corrupt { path, what: "the file".into(), message: damage_explanation(&marker) });
+            return Err(StoreError::Corrupt {
+                place: path.display().to_string(),
+                what: "the file".into(),
+                message: damage_explanation(&marker),
+            });
         }
         let mut db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
-            .map_err(|e| StoreError::Database { path: path.clone(), message: e.to_string() })?;
+            .map_err(|e| StoreError::Database { place: path.display().to_string(), message: e.to_string() })?;
         // Verify every page's checksum. After a crash this passes (redb
         // recovers the last commit); a damaged file is either refused or
         // repaired by rolling back to an earlier commit, which may lose
         // acknowledged headlines: that is reported, not accepted silently.
-        let clean =
-            db.check_integrity().map_err(|e| StoreError::Database { path: path.clone(), message: e.to_string() })?;
+        let clean = db
+            .check_integrity()
+            .map_err(|e| StoreError::Database { place: path.display().to_string(), message: e.to_string() })?;
         if !clean {
             std::fs::write(&marker, "the database was repaired by rolling back to an earlier commit\n")
                 .map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
-            return Err(StoreError::Corrupt { path, what: "the file".into(), message: damage_explanation(&marker) });
+            return Err(StoreError::Corrupt {
+                place: path.display().to_string(),
+                what: "the file".into(),
+                message: damage_explanation(&marker),
+            });
         }
         Self::with_tables(db, path)
     }
@@ -289,16 +129,11 @@ impl Store {
     }
 
     fn error(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Database { path: self.path.clone(), message: e.to_string() }
+        StoreError::Database { place: self.path.display().to_string(), message: e.to_string() }
     }
 
     fn corrupt(&self, what: String, message: impl std::fmt::Display) -> StoreError {
-        StoreError::Corrupt { path: self.path.clone(), what, message: message.to_string() }
-    }
-
-    /// Every namespace with all its records.
-    pub fn load(&self) -> Result<Vec<(StoredNamespace, Vec<PersistedRecord>)>, StoreError> {
-        self.load_with(|namespace, records| Ok((namespace, records.collect::<Result<_, _>>()?)))
+        StoreError::Corrupt { place: self.path.display().to_string(), what, message: message.to_string() }
     }
 
     /// Reads every namespace, handing `restore` each one with its records
@@ -351,19 +186,9 @@ impl Store {
         {
             let Some(value) = namespaces.get(name).map_err(|e| self.error(e))? else { return Ok(None) };
             let name = name.to_owned();
-            let meta =
-                NamespaceMessage::decode(value.value()).map_err(|e| self.corrupt(format!("namespace {name:?}"), e))?;
-            let mut stored = StoredNamespace {
-                counters: Counters {
-                    next_seq: meta.next_seq,
-                    next_story: meta.next_story,
-                    merges: meta.merges,
-                    watermark: meta.watermark.unwrap_or(i64::MIN),
-                },
-                settings: meta.settings,
-                redirects: Vec::new(),
-                name,
-            };
+            let mut stored = NamespaceMessage::decode(value.value())
+                .map_err(|e| self.corrupt(format!("namespace {name:?}"), e))?
+                .into_stored(name);
             let name = stored.name.clone();
             for entry in redirects.range((name.as_str(), 0)..=(name.as_str(), u64::MAX)).map_err(|e| self.error(e))? {
                 let (key, value) = entry.map_err(|e| self.error(e))?;
@@ -406,13 +231,7 @@ impl Store {
             for from in &changes.dropped_redirects {
                 redirects.remove((namespace, from.0)).map_err(|e| self.error(e))?;
             }
-            let meta = NamespaceMessage {
-                settings: settings.to_vec(),
-                next_seq: changes.counters.next_seq,
-                next_story: changes.counters.next_story,
-                merges: changes.counters.merges,
-                watermark: Some(changes.counters.watermark),
-            };
+            let meta = NamespaceMessage::new(settings, &changes.counters);
             let mut namespaces = txn.open_table(NAMESPACES).map_err(|e| self.error(e))?;
             namespaces.insert(namespace, meta.encode_to_vec().as_slice()).map_err(|e| self.error(e))?;
         }
@@ -423,6 +242,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::engine::{Counters, PersistedRecord};
+    use crate::core::types::{Headline, MatchKind};
+    use crate::core::vector::QuantizedVector;
+    use crate::store::Store;
 
     fn record(seq: u64) -> PersistedRecord {
         PersistedRecord {
@@ -485,7 +308,7 @@ mod tests {
     #[test]
     fn a_corrupt_record_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let Ok(Store::Redb(store)) = Store::open(dir.path()) else { panic!("an embedded store") };
         store.commit("default", &[], &Changes { added: vec![record(0)], ..Changes::default() }).expect("commit");
         let txn = store.db.begin_write().expect("write");
         {
@@ -493,7 +316,7 @@ mod tests {
             records.insert(("default", 7), [0xff, 0xff, 0xff].as_slice()).expect("insert");
         }
         txn.commit().expect("commit");
-        let err = store.load().expect_err("corrupt");
+        let err = Store::Redb(store).load().expect_err("corrupt");
         assert!(err.to_string().contains("record default/7 is corrupt"), "{err}");
     }
 }

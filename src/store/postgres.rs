@@ -1,0 +1,566 @@
+//! PostgreSQL as the system of record, shared by several nodes.
+//!
+//! The facts are those of the embedded store, encoded the same way, in the
+//! schema `headline_dedup`: `records`, `redirects` and `namespaces`, with
+//! `schema_version` (the one version row) and `leases`.
+//!
+//! One node at a time leads a namespace: it holds the namespace's row in
+//! `leases`, on the database's clock. A node takes a lease when it was
+//! never taken, when it has run out (`expires_at`, renewed by its holder
+//! several times per lease), or when its holder's connection to the
+//! database is gone (`holder_pid` is no longer in `pg_stat_activity`: the
+//! holder crashed). Each take raises the lease's `epoch`, and every commit
+//! is fenced by it: the commit's first statement raises the lease's
+//! `version` only where the epoch and holder are still this node's, in the
+//! same transaction, so a leader that was paused or cut off can never
+//! commit after a newer one has taken the lease.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use prost::Message;
+use tokio_postgres::{IsolationLevel, NoTls};
+use tracing::{info, warn};
+
+use super::{Lead, NamespaceMessage, RecordMessage, Records, StoreError, StoredNamespace};
+use crate::core::engine::{Changes, PersistedRecord};
+use crate::core::types::StoryId;
+
+/// The schema version this code reads and writes.
+const SCHEMA_VERSION: i32 = 1;
+
+/// The key of the transaction-level advisory lock that serialises schema
+/// creation between nodes starting together.
+const SCHEMA_LOCK: i64 = 0x6864_6564_7570;
+
+/// The statements that create the schema (each idempotent).
+const SCHEMA: &[&str] = &[
+    "CREATE SCHEMA IF NOT EXISTS headline_dedup",
+    "CREATE TABLE IF NOT EXISTS headline_dedup.schema_version (version integer NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS headline_dedup.namespaces (name text PRIMARY KEY, meta bytea NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS headline_dedup.records (
+        namespace text NOT NULL, seq bigint NOT NULL, body bytea NOT NULL, PRIMARY KEY (namespace, seq))",
+    "CREATE TABLE IF NOT EXISTS headline_dedup.redirects (
+        namespace text NOT NULL, from_story bigint NOT NULL, to_story bigint NOT NULL,
+        PRIMARY KEY (namespace, from_story))",
+    "CREATE TABLE IF NOT EXISTS headline_dedup.leases (
+        namespace text PRIMARY KEY, epoch bigint NOT NULL, holder text NOT NULL, leader text NOT NULL,
+        holder_pid integer NOT NULL, expires_at timestamptz NOT NULL, version bigint NOT NULL DEFAULT 0)",
+];
+
+/// Takes the lease of a namespace that is free, run out or held by a node
+/// whose connection is gone; the new epoch, or no row.
+const TAKE_LEASE: &str = "
+    INSERT INTO headline_dedup.leases AS l (namespace, epoch, holder, leader, holder_pid, expires_at)
+    VALUES ($1, 1, $2, $3, pg_backend_pid(), now() + $4 * interval '1 millisecond')
+    ON CONFLICT (namespace) DO UPDATE
+        SET epoch = l.epoch + 1, holder = EXCLUDED.holder, leader = EXCLUDED.leader,
+            holder_pid = EXCLUDED.holder_pid, expires_at = EXCLUDED.expires_at
+        WHERE l.holder = EXCLUDED.holder OR l.expires_at < now()
+            OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.holder_pid)
+    RETURNING epoch";
+
+/// Renews every lease this node holds; the namespaces and epochs renewed.
+const RENEW_LEASES: &str = "
+    UPDATE headline_dedup.leases SET expires_at = now() + $2 * interval '1 millisecond', holder_pid = pg_backend_pid()
+    WHERE holder = $1 RETURNING namespace, epoch";
+
+/// The fence: the first statement of every commit.
+const FENCE: &str = "
+    UPDATE headline_dedup.leases SET version = version + 1
+    WHERE namespace = $1 AND holder = $2 AND epoch = $3 RETURNING version";
+
+/// How long one database operation may take before it is given up.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Records read per query while a namespace loads.
+const LOAD_PAGE: i64 = 4096;
+
+/// How to reach PostgreSQL and how this node takes part.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The connection string (`postgresql://user@host:port/db` or
+    /// `host=... user=...`).
+    pub url: String,
+    /// Where other nodes and clients can reach this node (`--advertise`).
+    pub advertise: String,
+    /// How long a lease lasts without renewal: a leader that stops
+    /// renewing (paused, cut off) loses its namespaces after this long.
+    pub lease: Duration,
+}
+
+/// The namespaces this node leads, by epoch, and when their leases were
+/// last renewed.
+#[derive(Debug, Default)]
+struct Leadership {
+    epochs: HashMap<String, i64>,
+    renewed: Option<Instant>,
+}
+
+/// PostgreSQL, shared by several nodes.
+pub struct PostgresStore {
+    /// The runtime of the database connections, so that the synchronous
+    /// callers of the store can wait for them from any thread.
+    runtime: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+    /// The server, as errors name it (no password).
+    place: String,
+    /// This process's name in `leases.holder`: unique to one run.
+    holder: String,
+    options: PostgresOptions,
+    leadership: Arc<Mutex<Leadership>>,
+    /// The connection the leases are taken and renewed on: its backend's
+    /// pid is the holder's liveness.
+    lease_client: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("place", &self.place)
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects, creates the schema if it is missing, and starts renewing
+    /// the leases this node will hold.
+    pub fn connect(options: PostgresOptions) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = options
+            .url
+            .parse()
+            .map_err(|e| StoreError::Database { place: "PostgreSQL".into(), message: format!("--postgres: {e}") })?;
+        let place = describe(&config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Database { place: place.clone(), message: e.to_string() })?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(4)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(OPERATION_TIMEOUT))
+            .create_timeout(Some(OPERATION_TIMEOUT))
+            .recycle_timeout(Some(OPERATION_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Database { place: place.clone(), message: e.to_string() })?;
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let holder = format!("{}/{}/{}", options.advertise, std::process::id(), started.as_nanos());
+        let store = Self {
+            runtime: Some(runtime),
+            pool,
+            place,
+            holder,
+            options,
+            leadership: Arc::default(),
+            lease_client: Arc::default(),
+        };
+        store.run(store.create_schema())?;
+        store.spawn_renewals();
+        info!(postgres = %store.place, holder = %store.holder, "PostgreSQL store ready");
+        Ok(store)
+    }
+
+    fn error(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Database { place: self.place.clone(), message: e.to_string() }
+    }
+
+    fn corrupt(&self, what: String, message: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt { place: self.place.clone(), what, message: message.to_string() }
+    }
+
+    /// Waits for a database operation, at most [`OPERATION_TIMEOUT`].
+    fn run<T>(&self, operation: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let runtime = self.runtime.as_ref().ok_or_else(|| self.error("the store is shut down"))?;
+        runtime.block_on(async {
+            tokio::time::timeout(OPERATION_TIMEOUT, operation)
+                .await
+                .unwrap_or_else(|_| Err(self.error(format!("no answer within {OPERATION_TIMEOUT:?}"))))
+        })
+    }
+
+    async fn create_schema(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(|e| self.error(e))?;
+        let txn = client.transaction().await.map_err(|e| self.error(e))?;
+        txn.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).await.map_err(|e| self.error(e))?;
+        for statement in SCHEMA {
+            txn.batch_execute(statement).await.map_err(|e| self.error(e))?;
+        }
+        let row = txn
+            .query_opt("SELECT max(version) FROM headline_dedup.schema_version", &[])
+            .await
+            .map_err(|e| self.error(e))?;
+        match row.and_then(|r| r.get::<_, Option<i32>>(0)) {
+            None => {
+                txn.execute("INSERT INTO headline_dedup.schema_version VALUES ($1)", &[&SCHEMA_VERSION])
+                    .await
+                    .map_err(|e| self.error(e))?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(other) => {
+                return Err(
+                    self.error(format!("the schema is at version {other}; this build reads version {SCHEMA_VERSION}"))
+                );
+            }
+        }
+        txn.commit().await.map_err(|e| self.error(e))
+    }
+
+    /// Renews this node's leases several times per lease, on the lease
+    /// connection; a node that cannot renew for a whole lease gives its
+    /// namespaces up (another node has them by then).
+    fn spawn_renewals(&self) {
+        let Some(runtime) = &self.runtime else { return };
+        let (leadership, lease_client) = (Arc::clone(&self.leadership), Arc::clone(&self.lease_client));
+        let (holder, lease, url, place) =
+            (self.holder.clone(), self.options.lease, self.options.url.clone(), self.place.clone());
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(lease / 4);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs.is_empty() {
+                    continue;
+                }
+                let mut client = lease_client.lock().await;
+                let renewed = tokio::time::timeout(lease / 2, renew(&mut client, &url, &holder, lease)).await;
+                let mut leadership = leadership.lock().unwrap_or_else(PoisonError::into_inner);
+                match renewed {
+                    Ok(Ok(held)) => {
+                        leadership.epochs.retain(|namespace, epoch| {
+                            let kept = held.get(namespace) == Some(epoch);
+                            if !kept {
+                                warn!(namespace, "another node took the lease; stepping down");
+                            }
+                            kept
+                        });
+                        leadership.renewed = Some(Instant::now());
+                    }
+                    failed => {
+                        *client = None;
+                        let message = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => "no answer".into(),
+                        };
+                        warn!(postgres = %place, error = %message, "cannot renew the leases");
+                        if leadership.renewed.is_none_or(|at| at.elapsed() >= lease) && !leadership.epochs.is_empty() {
+                            warn!(namespaces = leadership.epochs.len(), "the leases ran out; stepping down");
+                            leadership.epochs.clear();
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Makes sure this node leads `namespace` (see [`super::Store::lead`]).
+    pub fn lead(&self, namespace: &str) -> Result<Lead, StoreError> {
+        if self.leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs.contains_key(namespace) {
+            return Ok(Lead::Held);
+        }
+        let lease_ms = self.options.lease.as_millis() as f64;
+        let taken = self.run(async {
+            let mut client = self.lease_client.lock().await;
+            let client = connected(&mut client, &self.options.url).await.map_err(|e| self.error(e))?;
+            let row = client
+                .query_opt(TAKE_LEASE, &[&namespace, &self.holder, &self.options.advertise, &lease_ms])
+                .await
+                .map_err(|e| self.error(e))?;
+            match row {
+                Some(row) => Ok(Ok(row.get::<_, i64>(0))),
+                None => {
+                    let leader = client
+                        .query_opt("SELECT leader FROM headline_dedup.leases WHERE namespace = $1", &[&namespace])
+                        .await
+                        .map_err(|e| self.error(e))?
+                        .map(|row| row.get::<_, String>(0))
+                        .unwrap_or_default();
+                    Ok(Err(leader))
+                }
+            }
+        })?;
+        match taken {
+            Ok(epoch) => {
+                let mut leadership = self.leadership.lock().unwrap_or_else(PoisonError::into_inner);
+                leadership.epochs.insert(namespace.to_owned(), epoch);
+                leadership.renewed.get_or_insert_with(Instant::now);
+                info!(namespace, epoch, "elected leader of the namespace");
+                Ok(Lead::Acquired)
+            }
+            Err(leader) => Err(StoreError::NotLeader { namespace: namespace.to_owned(), leader }),
+        }
+    }
+
+    /// Gives up every lease this node holds (see [`super::Store::release`]).
+    pub fn release(&self) {
+        let held = std::mem::take(&mut self.leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs);
+        if held.is_empty() {
+            return;
+        }
+        let released = self.run(async {
+            let client = self.pool.get().await.map_err(|e| self.error(e))?;
+            client
+                .execute(
+                    "UPDATE headline_dedup.leases SET expires_at = now() - interval '1 second' WHERE holder = $1",
+                    &[&self.holder],
+                )
+                .await
+                .map_err(|e| self.error(e))
+        });
+        match released {
+            Ok(_) => info!(namespaces = held.len(), "leases released"),
+            Err(e) => warn!(error = %e, "cannot release the leases; they run out by themselves"),
+        }
+    }
+
+    /// Writes one batch's changes, fenced by this node's epoch.
+    pub fn commit(&self, namespace: &str, settings: &[String], changes: &Changes) -> Result<(), StoreError> {
+        let epoch = self.leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs.get(namespace).copied();
+        let not_leader = || StoreError::NotLeader { namespace: namespace.to_owned(), leader: String::new() };
+        let epoch = epoch.ok_or_else(not_leader)?;
+        let committed = self.run(async {
+            let mut client = self.pool.get().await.map_err(|e| self.error(e))?;
+            let txn = client.transaction().await.map_err(|e| self.error(e))?;
+            let fence = txn.query_opt(FENCE, &[&namespace, &self.holder, &epoch]).await.map_err(|e| self.error(e))?;
+            if fence.is_none() {
+                return Ok(false);
+            }
+            write_changes(&txn, namespace, settings, changes).await.map_err(|e| self.error(e))?;
+            txn.commit().await.map_err(|e| self.error(e))?;
+            Ok(true)
+        })?;
+        if committed {
+            return Ok(());
+        }
+        warn!(namespace, epoch, "commit fenced: another node leads the namespace; stepping down");
+        self.leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs.remove(namespace);
+        Err(not_leader())
+    }
+
+    /// Reads every namespace (see [`super::Store::load_with`]), in one
+    /// consistent snapshot.
+    pub fn load_with<T, E: From<StoreError>>(
+        &self,
+        mut restore: impl FnMut(StoredNamespace, &mut Records<'_>) -> Result<T, E>,
+    ) -> Result<Vec<T>, E> {
+        let mut client = self.run(async { self.pool.get().await.map_err(|e| self.error(e)) })?;
+        let txn = self.run(snapshot(&mut client, &self.place))?;
+        let names = self.run(async {
+            let rows = txn
+                .query("SELECT name FROM headline_dedup.namespaces ORDER BY name", &[])
+                .await
+                .map_err(|e| self.error(e))?;
+            Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect::<Vec<_>>())
+        })?;
+        names.iter().filter_map(|name| self.read_namespace(&txn, name, &mut restore).transpose()).collect()
+    }
+
+    /// Reads one namespace (see [`super::Store::load_namespace`]).
+    pub fn load_namespace<T, E: From<StoreError>>(
+        &self,
+        name: &str,
+        mut restore: impl FnMut(StoredNamespace, &mut Records<'_>) -> Result<T, E>,
+    ) -> Result<Option<T>, E> {
+        let mut client = self.run(async { self.pool.get().await.map_err(|e| self.error(e)) })?;
+        let txn = self.run(snapshot(&mut client, &self.place))?;
+        self.read_namespace(&txn, name, &mut restore)
+    }
+
+    fn read_namespace<T, E: From<StoreError>>(
+        &self,
+        txn: &Transaction<'_>,
+        name: &str,
+        restore: &mut impl FnMut(StoredNamespace, &mut Records<'_>) -> Result<T, E>,
+    ) -> Result<Option<T>, E> {
+        let stored = self.run(async {
+            let Some(row) = txn
+                .query_opt("SELECT meta FROM headline_dedup.namespaces WHERE name = $1", &[&name])
+                .await
+                .map_err(|e| self.error(e))?
+            else {
+                return Ok(None);
+            };
+            let meta = NamespaceMessage::decode(row.get::<_, &[u8]>(0))
+                .map_err(|e| self.corrupt(format!("namespace {name:?}"), e))?;
+            let mut stored = meta.into_stored(name.to_owned());
+            let redirects = txn
+                .query(
+                    "SELECT from_story, to_story FROM headline_dedup.redirects WHERE namespace = $1 ORDER BY from_story",
+                    &[&name],
+                )
+                .await
+                .map_err(|e| self.error(e))?;
+            stored.redirects = redirects
+                .iter()
+                .map(|row| (StoryId(row.get::<_, i64>(0) as u64), StoryId(row.get::<_, i64>(1) as u64)))
+                .collect();
+            Ok(Some(stored))
+        })?;
+        let Some(stored) = stored else { return Ok(None) };
+        let mut records = RecordPages { store: self, txn, namespace: name, after: -1, page: Vec::new().into_iter() };
+        restore(stored, &mut records).map(Some)
+    }
+}
+
+/// The records of one namespace, read a page at a time inside the load's
+/// snapshot.
+struct RecordPages<'a> {
+    store: &'a PostgresStore,
+    txn: &'a Transaction<'a>,
+    namespace: &'a str,
+    after: i64,
+    page: std::vec::IntoIter<(i64, Vec<u8>)>,
+}
+
+impl Iterator for RecordPages<'_> {
+    type Item = Result<PersistedRecord, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.page.len() == 0 {
+            let fetched = self.store.run(async {
+                let rows = self
+                    .txn
+                    .query(
+                        "SELECT seq, body FROM headline_dedup.records WHERE namespace = $1 AND seq > $2
+                         ORDER BY seq LIMIT $3",
+                        &[&self.namespace, &self.after, &LOAD_PAGE],
+                    )
+                    .await
+                    .map_err(|e| self.store.error(e))?;
+                Ok(rows.into_iter().map(|row| (row.get::<_, i64>(0), row.get::<_, Vec<u8>>(1))).collect::<Vec<_>>())
+            });
+            match fetched {
+                Ok(page) => self.page = page.into_iter(),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let (seq, body) = self.page.next()?;
+        self.after = seq;
+        let what = || format!("record {}/{seq}", self.namespace);
+        Some(
+            RecordMessage::decode(body.as_slice())
+                .map_err(|e| self.store.corrupt(what(), e))
+                .and_then(|message| message.into_record(seq as u64).map_err(|e| self.store.corrupt(what(), e))),
+        )
+    }
+}
+
+/// The server a connection string names, without its password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("postgresql://{}@{host}:{port}/{}", config.get_user().unwrap_or(""), config.get_dbname().unwrap_or(""))
+}
+
+/// A read-only snapshot of the database, for a load.
+async fn snapshot<'c>(client: &'c mut deadpool_postgres::Object, place: &str) -> Result<Transaction<'c>, StoreError> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| StoreError::Database { place: place.to_owned(), message: e.to_string() })
+}
+
+/// The lease connection, opened again if it was lost.
+async fn connected<'c>(
+    client: &'c mut Option<tokio_postgres::Client>,
+    url: &str,
+) -> Result<&'c tokio_postgres::Client, tokio_postgres::Error> {
+    if let Some(open) = client.take().filter(|c| !c.is_closed()) {
+        return Ok(client.insert(open));
+    }
+    let (opened, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            warn!(error = %e, "the lease connection ended");
+        }
+    });
+    Ok(client.insert(opened))
+}
+
+/// Renews this holder's leases; the namespaces and epochs it still holds.
+async fn renew(
+    client: &mut Option<tokio_postgres::Client>,
+    url: &str,
+    holder: &str,
+    lease: Duration,
+) -> Result<HashMap<String, i64>, tokio_postgres::Error> {
+    let client = connected(client, url).await?;
+    let rows = client.query(RENEW_LEASES, &[&holder, &(lease.as_millis() as f64)]).await?;
+    Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1))).collect())
+}
+
+/// Writes a batch's facts inside the fenced transaction.
+async fn write_changes(
+    txn: &Transaction<'_>,
+    namespace: &str,
+    settings: &[String],
+    changes: &Changes,
+) -> Result<(), tokio_postgres::Error> {
+    if !changes.added.is_empty() {
+        let seqs: Vec<i64> = changes.added.iter().map(|r| r.seq as i64).collect();
+        let bodies: Vec<Vec<u8>> =
+            changes.added.iter().map(|r| RecordMessage::from_record(r).encode_to_vec()).collect();
+        txn.execute(
+            "INSERT INTO headline_dedup.records (namespace, seq, body)
+             SELECT $1, * FROM unnest($2::bigint[], $3::bytea[])",
+            &[&namespace, &seqs, &bodies],
+        )
+        .await?;
+    }
+    if !changes.removed.is_empty() {
+        let seqs: Vec<i64> = changes.removed.iter().map(|&(seq, _)| seq as i64).collect();
+        txn.execute("DELETE FROM headline_dedup.records WHERE namespace = $1 AND seq = ANY($2)", &[&namespace, &seqs])
+            .await?;
+    }
+    if !changes.redirects.is_empty() {
+        let from: Vec<i64> = changes.redirects.iter().map(|(f, _)| f.0 as i64).collect();
+        let to: Vec<i64> = changes.redirects.iter().map(|(_, t)| t.0 as i64).collect();
+        txn.execute(
+            "INSERT INTO headline_dedup.redirects (namespace, from_story, to_story)
+             SELECT $1, * FROM unnest($2::bigint[], $3::bigint[])
+             ON CONFLICT (namespace, from_story) DO UPDATE SET to_story = EXCLUDED.to_story",
+            &[&namespace, &from, &to],
+        )
+        .await?;
+    }
+    if !changes.dropped_redirects.is_empty() {
+        let from: Vec<i64> = changes.dropped_redirects.iter().map(|f| f.0 as i64).collect();
+        txn.execute(
+            "DELETE FROM headline_dedup.redirects WHERE namespace = $1 AND from_story = ANY($2)",
+            &[&namespace, &from],
+        )
+        .await?;
+    }
+    let meta = NamespaceMessage::new(settings, &changes.counters).encode_to_vec();
+    txn.execute(
+        "INSERT INTO headline_dedup.namespaces (name, meta) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET meta = EXCLUDED.meta",
+        &[&namespace, &meta],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! PostgreSQL as the system of record: a test starts its own server
+//! (`initdb` and `pg_ctl` as an unprivileged user, a free loopback port, a
+//! temporary directory) and nodes of the real binary on it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use headline_dedup::core::engine::{Changes, Counters};
+use headline_dedup::pb;
+use headline_dedup::store::{Lead, PostgresOptions, Store, StoreError};
+
+use crate::support::{Row, Served, fixture};
+
+const FIXTURE: &str = "uci-2014-03-12-sample.jsonl";
+
+/// A PostgreSQL server of its own, stopped and removed when dropped.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+/// The directory of PostgreSQL's server programs: `$PG_BIN`, the newest
+/// of Debian's `/usr/lib/postgresql/N/bin`, or `PATH`.
+fn server_programs() -> PathBuf {
+    if let Some(bin) = std::env::var_os("PG_BIN") {
+        return bin.into();
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.retain(|bin| bin.join("initdb").exists());
+    versions.sort();
+    versions.pop().unwrap_or_default()
+}
+
+/// PostgreSQL refuses to run as root: as root, the server runs as the
+/// `postgres` account of the package.
+fn as_server_user(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let bin = server_programs();
+        let dir = tempfile::tempdir().expect("temp dir");
+        if is_root() {
+            let status = Command::new("chown").arg("postgres").arg(dir.path()).status().expect("chown");
+            assert!(status.success(), "chown the PostgreSQL directory");
+        }
+        let data = dir.path().join("data");
+        let initdb = as_server_user(&bin.join("initdb"))
+            .args(["-U", "hd", "--auth=trust", "--no-sync", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("initdb in {} (install PostgreSQL's server): {e}", bin.display()));
+        assert!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
+        // A port that was free a moment ago can be taken by then: try others.
+        for _ in 0..10 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+            let options = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+                dir.path().display()
+            );
+            let started = as_server_user(&bin.join("pg_ctl"))
+                .args(["-D"])
+                .arg(&data)
+                .args(["-o", &options, "-l"])
+                .arg(dir.path().join("log"))
+                .args(["-w", "-t", "60", "start"])
+                .stdout(Stdio::null())
+                .status()
+                .expect("pg_ctl start");
+            if started.success() {
+                return Self { dir, bin, port };
+            }
+        }
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        panic!("PostgreSQL did not start:\n{log}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgresql://hd@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs SQL with psql.
+    pub fn sql(&self, sql: &str) -> String {
+        let output = Command::new(self.bin.join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &self.url(), "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(output.status.success(), "{sql}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// A node of the real binary on this database.
+    pub fn node(&self) -> Served {
+        Served::start_with(&["--postgres", &self.url(), "--lease-seconds", "2"])
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_server_user(&self.bin.join("pg_ctl"))
+            .args(["-D"])
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn headlines(prefix: &str, count: usize) -> Vec<pb::Headline> {
+    fixture(FIXTURE)
+        .iter()
+        .take(count)
+        .map(|row| {
+            let mut headline = Row::headline(row);
+            headline.id = format!("{prefix}{}", headline.id);
+            headline
+        })
+        .collect()
+}
+
+async fn ingest(node: &Served, headlines: Vec<pb::Headline>) -> Result<Vec<pb::Assignment>, tonic::Status> {
+    let request = pb::IngestRequest { namespace: String::new(), headlines };
+    node.client().await.ingest(request).await.map(|r| r.into_inner().assignments)
+}
+
+async fn stats(node: &Served) -> pb::NamespaceStats {
+    let stats = node.client().await.get_stats(pb::GetStatsRequest::default()).await.expect("stats").into_inner();
+    stats.namespaces.into_iter().next().expect("a namespace")
+}
+
+#[tokio::test]
+async fn a_namespace_in_postgresql_outlives_its_node_and_answers_as_it_did() {
+    let postgres = Postgres::start();
+    let batch = headlines("", 400);
+    let mut first = postgres.node();
+    let answered = ingest(&first, batch.clone()).await.expect("ingest");
+    let before = stats(&first).await;
+    assert!(first.terminate().success());
+    assert_eq!(postgres.sql("SELECT count(*) FROM headline_dedup.records"), "400");
+
+    let second = postgres.node();
+    assert_eq!(stats(&second).await, before, "the namespace loads as it was");
+    let again = ingest(&second, batch).await.expect("ingest on the new node");
+    for (a, b) in answered.iter().zip(&again) {
+        assert!(b.replayed, "{b:?}");
+        assert_eq!((&a.headline_id, a.kind, &a.story_id), (&b.headline_id, b.kind, &b.story_id));
+    }
+}
+
+#[tokio::test]
+async fn one_node_at_a_time_writes_and_another_takes_over_when_it_dies_or_leaves() {
+    let postgres = Postgres::start();
+    let mut leader = postgres.node();
+    let mut other = postgres.node();
+    let first = ingest(&leader, headlines("a-", 100)).await.expect("the first writer leads");
+    let refused = ingest(&other, headlines("b-", 10)).await.expect_err("only the leader writes");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains(&leader.addr), "names the leader: {refused:?}");
+
+    // A crashed leader's connection goes with it: the other node takes
+    // over on its next write, and has the dead leader's every commit.
+    leader.kill();
+    let killed = Instant::now();
+    let again = ingest(&other, headlines("a-", 100)).await.expect("the other node takes over");
+    assert!(killed.elapsed() < Duration::from_secs(2), "{:?}", killed.elapsed());
+    assert!(again.iter().all(|a| a.replayed), "every acknowledged headline is there");
+    assert_eq!(
+        first.iter().map(|a| &a.story_id).collect::<Vec<_>>(),
+        again.iter().map(|a| &a.story_id).collect::<Vec<_>>()
+    );
+    ingest(&other, headlines("b-", 10)).await.expect("and writes");
+
+    // An orderly shutdown hands the namespaces over at once.
+    let third = postgres.node();
+    assert!(other.terminate().success());
+    let left = Instant::now();
+    ingest(&third, headlines("c-", 10)).await.expect("the third node takes over");
+    assert!(left.elapsed() < Duration::from_millis(500), "{:?}", left.elapsed());
+    assert_eq!(stats(&third).await.headlines, 120);
+    assert_eq!(postgres.sql("SELECT epoch FROM headline_dedup.leases"), "3");
+}
+
+fn store(postgres: &Postgres, advertise: &str) -> Store {
+    let options = PostgresOptions { url: postgres.url(), advertise: advertise.into(), lease: Duration::from_secs(60) };
+    Store::postgres(options).expect("connect")
+}
+
+fn counters(next_seq: u64) -> Changes {
+    Changes { counters: Counters { next_seq, next_story: 1, merges: 0, watermark: 0 }, ..Changes::default() }
+}
+
+#[test]
+fn a_leader_whose_lease_was_taken_cannot_commit() {
+    let postgres = Postgres::start();
+    let (a, b) = (store(&postgres, "node-a"), store(&postgres, "node-b"));
+    assert_eq!(a.lead("default").expect("lead"), Lead::Acquired);
+    assert_eq!(a.lead("default").expect("lead"), Lead::Held);
+    a.commit("default", &[], &counters(1)).expect("the leader commits");
+    match b.lead("default") {
+        Err(StoreError::NotLeader { leader, .. }) => assert_eq!(leader, "node-a"),
+        other => panic!("a live lease is not taken: {other:?}"),
+    }
+    // As if node a were paused past its lease.
+    postgres.sql("UPDATE headline_dedup.leases SET expires_at = now() - interval '1 second'");
+    assert_eq!(b.lead("default").expect("an expired lease is taken"), Lead::Acquired);
+    let fenced = a.commit("default", &[], &counters(2)).expect_err("the old leader is fenced");
+    assert!(matches!(fenced, StoreError::NotLeader { .. }), "{fenced}");
+    b.commit("default", &[], &counters(3)).expect("the new leader commits");
+    let loaded = b.load().expect("load");
+    assert_eq!(loaded[0].0.counters.next_seq, 3, "nothing of the fenced commit is stored");
+    assert_eq!(postgres.sql("SELECT epoch || ' ' || version FROM headline_dedup.leases"), "2 2");
+}
