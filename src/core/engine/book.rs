@@ -171,6 +171,46 @@ impl StoryBook {
         into
     }
 
+    /// Merges story `from` into `into` as another engine did (a follower
+    /// applying its leader's facts, where both stories are live): `from`'s
+    /// members move to `into`, and `from` redirects there.
+    pub(super) fn absorb_into(&mut self, from: StoryId, into: StoryId) {
+        let into = self.resolve(into);
+        if from == into {
+            return;
+        }
+        let absorbed = self.stories.remove(&from);
+        let Some(survivor) = self.stories.get_mut(&into) else {
+            if let Some(absorbed) = absorbed {
+                self.stories.insert(from, absorbed);
+            }
+            return;
+        };
+        match absorbed {
+            Some(absorbed) => survivor.absorb(absorbed),
+            None => {
+                survivor.merged.push(from);
+                survivor.merged.sort_unstable();
+                survivor.merged.dedup();
+            }
+        }
+        self.redirects.insert(from, into);
+        self.next_story = self.next_story.max(from.0 + 1).max(into.0 + 1);
+    }
+
+    /// Drops redirects another engine dropped (their survivor went).
+    pub(super) fn drop_redirects(&mut self, dropped: &[StoryId]) {
+        for from in dropped {
+            self.redirects.remove(from);
+        }
+    }
+
+    /// Takes the story counters another engine reached.
+    pub(super) fn set_counters(&mut self, next_story: u64, merges: u64) {
+        self.next_story = self.next_story.max(next_story);
+        self.merges = merges;
+    }
+
     /// Restores stored redirects (before the stored members are added).
     pub(super) fn restore_redirects(&mut self, redirects: &[(StoryId, StoryId)]) {
         for &(from, to) in redirects {

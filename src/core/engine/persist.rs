@@ -168,6 +168,42 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Applies the facts another engine wrote for one commit (a follower
+    /// of the namespace's leader), so that this engine becomes the one a
+    /// restore of the store after that commit would build: the new
+    /// headlines with their assignments, then the merges in the direction
+    /// they were made, then the removals. Nothing is decided and nothing is
+    /// journalled. Fails, leaving the engine to be rebuilt, on facts that do
+    /// not follow from its state.
+    pub fn apply_committed(&mut self, changes: &Changes) -> Result<(), CoreError> {
+        let dim = self.embedder.dim();
+        let mut touched = std::collections::BTreeSet::new();
+        for stored in &changes.added {
+            touched.insert(stored.story);
+            self.restore_record(stored.clone(), dim)?;
+        }
+        for &(from, into) in &changes.redirects {
+            self.book.absorb_into(from, into);
+        }
+        let removed: Vec<u64> = changes.removed.iter().map(|&(seq, _)| seq).collect();
+        self.remove(&removed);
+        self.book.drop_redirects(&changes.dropped_redirects);
+        for id in touched.into_iter().chain(changes.redirects.iter().map(|&(_, into)| into)) {
+            let live = self.book.resolve(id);
+            self.book.refresh_canonical(live, |seq| self.ledger.member(&self.index, seq));
+        }
+        self.next_seq = self.next_seq.max(changes.counters.next_seq);
+        self.watermark = self.watermark.max(changes.counters.watermark);
+        self.book.set_counters(changes.counters.next_story, changes.counters.merges);
+        if let Some(cutoff) = self.settings.retention.map(|r| self.watermark.saturating_sub(r)) {
+            self.index.drop_before(cutoff);
+        }
+        let (from, to) = windowed(self.watermark, self.watermark, self.settings.story_window);
+        self.index.build(from, to);
+        self.discard_changes();
+        Ok(())
+    }
+
     /// Adds one stored record while restoring; the sequence numbers grow
     /// past it.
     fn restore_record(&mut self, stored: PersistedRecord, dim: usize) -> Result<(), CoreError> {
@@ -321,5 +357,104 @@ mod tests {
         short[0].vector = QuantizedVector::new(&[1.0]);
         assert!(matches!(restore(short), Err(CoreError::Inconsistent(_))));
         assert!(restore(changes.added.clone()).is_ok());
+    }
+
+    /// Headlines of the repository's UCI fixture: text and source.
+    fn fixture_texts() -> Vec<(String, Option<String>)> {
+        include_str!("../../../tests/fixtures/uci-2014-03-12-sample.jsonl")
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .map(|row| (row["text"].as_str().unwrap_or("").to_owned(), row["source"].as_str().map(str::to_owned)))
+            .collect()
+    }
+
+    /// One step of a leader's history.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Ingest `len` fixture headlines from `start`, `day` days on.
+        Ingest { start: usize, len: usize, day: i64 },
+        /// Delete the headlines ingested at these positions of the history.
+        Delete(Vec<usize>),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0usize..1000, 5usize..60, 0i64..5).prop_map(|(start, len, day)| Step::Ingest { start, len, day }),
+            1 => proptest::collection::vec(0usize..400, 1..6).prop_map(Step::Delete),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 32, ..Default::default() })]
+
+        /// A follower that applies each commit's facts is the engine a
+        /// restore of the store builds and the leader's own, and answers
+        /// the next batch as the leader does: merges, deletions and expiry
+        /// (a two-day retention) included.
+        #[test]
+        fn a_follower_applying_the_facts_equals_the_leader_and_a_restore(
+            steps in proptest::collection::vec(step(), 1..8)
+        ) {
+            let texts = fixture_texts();
+            proptest::prop_assert!(texts.len() > 1040, "the fixture has its headlines");
+            let settings = Settings { retention: Some(2 * DAY_MS), ..Settings::default() };
+            let mut leader = super::super::testing::model_engine();
+            leader.settings = settings.clone();
+            let mut follower = Engine::new(settings.clone(), Arc::clone(&leader.embedder));
+            let mut store = Stored::default();
+            let mut ingested: Vec<String> = Vec::new();
+            for (n, step) in steps.iter().enumerate() {
+                match step {
+                    Step::Ingest { start, len, day } => {
+                        let batch: Vec<_> = (*start..(start + len).min(texts.len()))
+                            .filter_map(|i| texts.get(i).map(|t| (i, t)))
+                            .map(|(i, (text, source))| {
+                                let id = format!("h{n}-{i}");
+                                ingested.push(id.clone());
+                                Ok(Headline {
+                                    id,
+                                    text: text.clone(),
+                                    source: source.clone(),
+                                    url: None,
+                                    published: 10 * DAY_MS + day * DAY_MS + (i as i64) * 60_000,
+                                })
+                            })
+                            .collect();
+                        leader.ingest(&batch);
+                    }
+                    Step::Delete(positions) => {
+                        let ids: Vec<String> = positions.iter().filter_map(|&p| ingested.get(p).cloned()).collect();
+                        leader.delete(&ids);
+                    }
+                }
+                let changes = leader.take_changes();
+                follower.apply_committed(&changes).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+                store.apply(changes);
+            }
+            let redirects: Vec<(StoryId, StoryId)> = store.redirects.iter().map(|(a, b)| (*a, *b)).collect();
+            let records = store.records.values().cloned().map(Ok::<_, CoreError>);
+            let mut restored = Engine::restore(settings, Arc::clone(&leader.embedder), store.counters, &redirects, records)
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert_eq!(everything(&follower), everything(&leader));
+            proptest::prop_assert_eq!(everything(&restored), everything(&leader));
+            proptest::prop_assert_eq!(follower.counters(), leader.counters());
+            proptest::prop_assert_eq!(follower.stats(), leader.stats());
+            let next: Vec<_> = (0..40)
+                .filter_map(|i| texts.get(1000 + i).map(|(text, source)| (i, text, source)))
+                .map(|(i, text, source)| {
+                    Ok(Headline {
+                        id: format!("next-{i}"),
+                        text: text.clone(),
+                        source: source.clone(),
+                        url: None,
+                        published: 13 * DAY_MS + (i as i64) * 60_000,
+                    })
+                })
+                .collect();
+            let answers = leader.ingest(&next);
+            proptest::prop_assert_eq!(follower.ingest(&next), answers.clone());
+            proptest::prop_assert_eq!(restored.ingest(&next), answers);
+        }
     }
 }
