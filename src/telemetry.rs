@@ -26,6 +26,11 @@ pub const MERGES: &str = "headline_dedup_merges_total";
 pub use crate::core::embed::EMBED_SECONDS;
 /// Seconds to make one batch's changes durable.
 pub const COMMIT_SECONDS: &str = "headline_dedup_commit_seconds";
+/// 1 for each namespace this node leads, 0 for those it follows
+/// (PostgreSQL).
+pub const LEADER: &str = "headline_dedup_leader";
+/// Seconds from a leader's commit to a follower having applied it.
+pub const FOLLOWER_LAG_SECONDS: &str = "headline_dedup_follower_lag_seconds";
 
 /// Histogram buckets, in seconds: 50 µs to 10 s.
 const BUCKETS: [f64; 16] =
@@ -45,5 +50,11 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     describe_counter!(MERGES, "Stories merged into another.");
     describe_histogram!(EMBED_SECONDS, Unit::Seconds, "Time to embed one headline.");
     describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Time to make one batch durable.");
+    describe_gauge!(LEADER, "1 where this node leads the namespace, 0 where it follows it (PostgreSQL).");
+    describe_histogram!(
+        FOLLOWER_LAG_SECONDS,
+        Unit::Seconds,
+        "Time from a leader's commit to this follower applying it."
+    );
     Ok(handle)
 }

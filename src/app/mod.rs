@@ -10,6 +10,7 @@
 //! a namespace that cannot be rebuilt answers UNAVAILABLE, is tried again
 //! on its next call, and turns the service's health NOT_SERVING until then.
 
+mod follow;
 mod queue;
 mod settings_book;
 
@@ -138,9 +139,11 @@ pub type Answers = Vec<Result<Assignment, ItemError>>;
 /// One ingest batch, as validated at the edge.
 type Batch = Vec<Result<Headline, ItemError>>;
 
-/// A namespace's engine, or why it has none right now.
+/// A namespace's engine with the store's version of the namespace it
+/// reflects (see [`crate::store::StoredNamespace::version`]), or why it has
+/// none right now.
 enum Slot {
-    Ready(Box<Engine>),
+    Ready(Box<Engine>, u64),
     /// Thrown away (after a failed commit or apply) and not yet rebuilt.
     Broken(String),
 }
@@ -157,8 +160,8 @@ struct Namespace {
 }
 
 impl Namespace {
-    fn new(engine: Engine) -> Arc<Self> {
-        Arc::new(Self { engine: Mutex::new(Slot::Ready(Box::new(engine))), queue: Queue::default() })
+    fn new(engine: Engine, version: u64) -> Arc<Self> {
+        Arc::new(Self { engine: Mutex::new(Slot::Ready(Box::new(engine), version)), queue: Queue::default() })
     }
 
     /// The engine's slot. Every change to an engine runs under
@@ -289,10 +292,10 @@ impl App {
         let started = std::time::Instant::now();
         let loaded = store.load_with(|stored, records| {
             let name = stored.name.clone();
-            let engine = Self::restore(&model, &settings, stored, records)?;
+            let (engine, version) = Self::restore(&model, &settings, stored, records)?;
             let stats = engine.stats();
             info!(namespace = %name, headlines = stats.headlines, stories = stats.stories, "namespace loaded");
-            anyhow::Ok((name, Namespace::new(engine)))
+            anyhow::Ok((name, Namespace::new(engine, version)))
         })?;
         let namespaces: HashMap<_, _> = loaded.into_iter().collect();
         info!(namespaces = namespaces.len(), elapsed_ms = started.elapsed().as_millis() as u64, "state loaded");
@@ -324,7 +327,7 @@ impl App {
         settings: &SettingsBook,
         stored: StoredNamespace,
         records: &mut Records<'_>,
-    ) -> anyhow::Result<Engine> {
+    ) -> anyhow::Result<(Engine, u64)> {
         let name = &stored.name;
         let configured = settings.get(name).clone();
         let mut previous = Settings::default();
@@ -345,6 +348,7 @@ impl App {
         let embedder = embedder_for(&configured, model);
         let records = records.map(|record| record.map_err(anyhow::Error::from));
         Engine::restore(configured, embedder, stored.counters, &stored.redirects, records)
+            .map(|engine| (engine, stored.version))
             .map_err(|e: anyhow::Error| e.context(format!("namespace {name:?}")))
     }
 
@@ -356,7 +360,7 @@ impl App {
 
     /// The namespace as the store holds it (empty if it was never
     /// committed).
-    fn rebuild(&self, name: &str) -> Result<Engine, String> {
+    fn rebuild(&self, name: &str) -> Result<(Engine, u64), String> {
         #[cfg(test)]
         faults::on_rebuild()?;
         let restored = guarded("reading the namespace", || {
@@ -364,8 +368,8 @@ impl App {
                 .load_namespace(name, |stored, records| Self::restore(&self.model, &self.settings, stored, records))
         });
         match restored {
-            Ok(Ok(Some(engine))) => Ok(engine),
-            Ok(Ok(None)) => Ok(self.new_engine(name)),
+            Ok(Ok(Some(restored))) => Ok(restored),
+            Ok(Ok(None)) => Ok((self.new_engine(name), 0)),
             Ok(Err(e)) => Err(format!("{e:#}")),
             Err(e) => Err(e.to_string()),
         }
@@ -376,8 +380,8 @@ impl App {
     fn ready<'s>(&self, name: &str, slot: &'s mut Slot) -> Result<&'s mut Engine, AppError> {
         if let Slot::Broken(why) = slot {
             match self.rebuild(name) {
-                Ok(engine) => {
-                    *slot = Slot::Ready(Box::new(engine));
+                Ok((engine, version)) => {
+                    *slot = Slot::Ready(Box::new(engine), version);
                     self.health.mark(name, None);
                 }
                 Err(e) => {
@@ -388,7 +392,7 @@ impl App {
             }
         }
         match slot {
-            Slot::Ready(engine) => Ok(engine),
+            Slot::Ready(engine, _) => Ok(engine),
             Slot::Broken(why) => Err(AppError::Unavailable(why.clone())),
         }
     }
@@ -431,7 +435,15 @@ impl App {
         let started = std::time::Instant::now();
         let committed = self.store.commit(name, &engine.settings().specs(), &changes);
         metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-        let Err(e) = committed else { return Ok(()) };
+        let e = match committed {
+            Ok(version) => {
+                if let Slot::Ready(_, held) = slot {
+                    *held = version;
+                }
+                return Ok(());
+            }
+            Err(e) => e,
+        };
         error!(namespace = name, error = %e, "commit failed; rebuilding the namespace from the store");
         self.reset(name, slot, "a commit failed");
         Err(AppError::Unavailable(e.to_string()))
@@ -456,9 +468,21 @@ impl App {
                 self.max_namespaces
             )));
         }
-        let namespace = Namespace::new(self.new_engine(name));
+        let namespace = Namespace::new(self.new_engine(name), 0);
         map.insert(name.to_owned(), Arc::clone(&namespace));
         Ok(namespace)
+    }
+
+    /// A namespace another node leads, created here (empty, at version 0)
+    /// the first time this node sees it: stored namespaces always load,
+    /// whatever the limit on new ones.
+    fn followed(&self, name: &str) -> Result<Arc<Namespace>, AppError> {
+        if let Ok(namespace) = self.namespace(name) {
+            return Ok(namespace);
+        }
+        let mut map = self.namespaces.write().map_err(poisoned)?;
+        let namespace = map.entry(name.to_owned()).or_insert_with(|| Namespace::new(self.new_engine(name), 0));
+        Ok(Arc::clone(namespace))
     }
 
     /// Runs a read on a namespace's engine.

@@ -21,7 +21,7 @@ use crate::core::engine::{Changes, Counters, PersistedRecord};
 use crate::core::types::{Headline, MatchKind, StoryId};
 use crate::core::vector::QuantizedVector;
 
-pub use self::postgres::{PostgresOptions, PostgresStore};
+pub use self::postgres::{Followed, PostgresOptions, PostgresStore};
 pub use self::redb::{DAMAGE_MARKER, DB_FILE, RedbStore};
 
 /// Why the store failed.
@@ -180,6 +180,9 @@ pub struct StoredNamespace {
     pub counters: Counters,
     /// Its merge redirects: from, to.
     pub redirects: Vec<(StoryId, StoryId)>,
+    /// Its commits so far, where the store counts them (PostgreSQL; 0 in
+    /// the embedded store): where a follower's change log resumes.
+    pub version: u64,
 }
 
 /// The records of one namespace, in ascending sequence order, read and
@@ -208,6 +211,7 @@ impl NamespaceMessage {
             },
             settings: self.settings,
             redirects: Vec::new(),
+            version: 0,
             name,
         }
     }
@@ -293,11 +297,12 @@ impl Store {
     }
 
     /// Writes one batch's changes of a namespace in one durable
-    /// transaction. On PostgreSQL the transaction is fenced: it commits
-    /// only if this node still leads the namespace.
-    pub fn commit(&self, namespace: &str, settings: &[String], changes: &Changes) -> Result<(), StoreError> {
+    /// transaction; the namespace's version after it (see
+    /// [`StoredNamespace::version`]). On PostgreSQL the transaction is
+    /// fenced: it commits only if this node still leads the namespace.
+    pub fn commit(&self, namespace: &str, settings: &[String], changes: &Changes) -> Result<u64, StoreError> {
         match self {
-            Self::Redb(store) => store.commit(namespace, settings, changes),
+            Self::Redb(store) => store.commit(namespace, settings, changes).map(|()| 0),
             Self::Postgres(store) => store.commit(namespace, settings, changes),
         }
     }

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
@@ -46,6 +46,9 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS headline_dedup.redirects (
         namespace text NOT NULL, from_story bigint NOT NULL, to_story bigint NOT NULL,
         PRIMARY KEY (namespace, from_story))",
+    "CREATE TABLE IF NOT EXISTS headline_dedup.changes (
+        namespace text NOT NULL, version bigint NOT NULL, body bytea NOT NULL,
+        committed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (namespace, version))",
     "CREATE TABLE IF NOT EXISTS headline_dedup.leases (
         namespace text PRIMARY KEY, epoch bigint NOT NULL, holder text NOT NULL, leader text NOT NULL,
         holder_pid integer NOT NULL, expires_at timestamptz NOT NULL, version bigint NOT NULL DEFAULT 0)",
@@ -73,11 +76,94 @@ const FENCE: &str = "
     UPDATE headline_dedup.leases SET version = version + 1
     WHERE namespace = $1 AND holder = $2 AND epoch = $3 RETURNING version";
 
+/// The channel of the wake-up a commit sends its namespace's followers.
+const CHANNEL: &str = "headline_dedup_changes";
+
+/// How many versions of each namespace the change log keeps: a follower
+/// further behind reloads the namespace instead.
+const KEPT_VERSIONS: i64 = 10_000;
+
+/// Most change-log entries read at once.
+const FOLLOW_PAGE: i64 = 256;
+
 /// How long one database operation may take before it is given up.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Records read per query while a namespace loads.
 const LOAD_PAGE: i64 = 4096;
+
+/// One commit's facts, as encoded in the change log.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ChangesMessage {
+    #[prost(uint64, repeated, tag = "1")]
+    added_seqs: Vec<u64>,
+    /// The new records, each a `RecordMessage`.
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    added: Vec<Vec<u8>>,
+    #[prost(uint64, repeated, tag = "3")]
+    removed_seqs: Vec<u64>,
+    #[prost(sint64, repeated, tag = "4")]
+    removed_times: Vec<i64>,
+    #[prost(uint64, repeated, tag = "5")]
+    redirect_from: Vec<u64>,
+    #[prost(uint64, repeated, tag = "6")]
+    redirect_to: Vec<u64>,
+    #[prost(uint64, repeated, tag = "7")]
+    dropped_redirects: Vec<u64>,
+    /// The settings and counters after the commit.
+    #[prost(message, optional, tag = "8")]
+    namespace: Option<NamespaceMessage>,
+}
+
+impl ChangesMessage {
+    fn new(settings: &[String], changes: &Changes) -> Self {
+        Self {
+            added_seqs: changes.added.iter().map(|r| r.seq).collect(),
+            added: changes.added.iter().map(|r| RecordMessage::from_record(r).encode_to_vec()).collect(),
+            removed_seqs: changes.removed.iter().map(|&(seq, _)| seq).collect(),
+            removed_times: changes.removed.iter().map(|&(_, time)| time).collect(),
+            redirect_from: changes.redirects.iter().map(|(from, _)| from.0).collect(),
+            redirect_to: changes.redirects.iter().map(|(_, to)| to.0).collect(),
+            dropped_redirects: changes.dropped_redirects.iter().map(|from| from.0).collect(),
+            namespace: Some(NamespaceMessage::new(settings, &changes.counters)),
+        }
+    }
+
+    fn into_changes(self) -> Result<Changes, String> {
+        let added = self
+            .added_seqs
+            .iter()
+            .zip(&self.added)
+            .map(|(&seq, body)| {
+                RecordMessage::decode(body.as_slice()).map_err(|e| e.to_string()).and_then(|m| m.into_record(seq))
+            })
+            .collect::<Result<_, _>>()?;
+        let counters = self.namespace.ok_or("no counters")?.into_stored(String::new()).counters;
+        Ok(Changes {
+            added,
+            removed: self.removed_seqs.into_iter().zip(self.removed_times).collect(),
+            redirects: self
+                .redirect_from
+                .into_iter()
+                .zip(self.redirect_to)
+                .map(|(f, t)| (StoryId(f), StoryId(t)))
+                .collect(),
+            dropped_redirects: self.dropped_redirects.into_iter().map(StoryId).collect(),
+            counters,
+        })
+    }
+}
+
+/// What the change log holds for a follower of a namespace.
+#[derive(Debug)]
+pub enum Followed {
+    /// The commits after the follower's version, oldest first: each with
+    /// its version, its facts and how long ago (on the database's clock)
+    /// it committed.
+    Commits(Vec<(u64, Changes, Duration)>),
+    /// The log no longer reaches back to the follower's version: reload.
+    Trimmed,
+}
 
 /// How to reach PostgreSQL and how this node takes part.
 #[derive(Debug, Clone)]
@@ -115,6 +201,8 @@ pub struct PostgresStore {
     /// The connection the leases are taken and renewed on: its backend's
     /// pid is the holder's liveness.
     lease_client: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
+    /// Set by a commit's wake-up, cleared by [`PostgresStore::wait_for_commits`].
+    woken: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -168,9 +256,11 @@ impl PostgresStore {
             options,
             leadership: Arc::default(),
             lease_client: Arc::default(),
+            woken: Arc::default(),
         };
         store.run(store.create_schema())?;
         store.spawn_renewals();
+        store.spawn_listener();
         info!(postgres = %store.place, holder = %store.holder, "PostgreSQL store ready");
         Ok(store)
     }
@@ -267,6 +357,32 @@ impl PostgresStore {
         });
     }
 
+    /// Listens for the commits' wake-ups (LISTEN/NOTIFY), connecting again
+    /// a second after the connection is lost; followers also poll, so a
+    /// wake-up lost meanwhile only delays them.
+    fn spawn_listener(&self) {
+        let Some(runtime) = &self.runtime else { return };
+        let (woken, url, place) = (Arc::clone(&self.woken), self.options.url.clone(), self.place.clone());
+        runtime.spawn(async move {
+            loop {
+                if let Err(e) = listen(&url, &woken).await {
+                    warn!(postgres = %place, error = %e, "the wake-up connection ended");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    /// Waits until a commit of another node may have happened, at most
+    /// `timeout`.
+    pub fn wait_for_commits(&self, timeout: Duration) {
+        let (flag, woken) = &*self.woken;
+        let guard = flag.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut guard, _) =
+            woken.wait_timeout_while(guard, timeout, |set| !*set).unwrap_or_else(PoisonError::into_inner);
+        *guard = false;
+    }
+
     /// Makes sure this node leads `namespace` (see [`super::Store::lead`]).
     pub fn lead(&self, namespace: &str) -> Result<Lead, StoreError> {
         if self.leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs.contains_key(namespace) {
@@ -327,8 +443,9 @@ impl PostgresStore {
         }
     }
 
-    /// Writes one batch's changes, fenced by this node's epoch.
-    pub fn commit(&self, namespace: &str, settings: &[String], changes: &Changes) -> Result<(), StoreError> {
+    /// Writes one batch's changes, fenced by this node's epoch, with their
+    /// entry in the change log; the namespace's new version.
+    pub fn commit(&self, namespace: &str, settings: &[String], changes: &Changes) -> Result<u64, StoreError> {
         let epoch = self.leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs.get(namespace).copied();
         let not_leader = || StoreError::NotLeader { namespace: namespace.to_owned(), leader: String::new() };
         let epoch = epoch.ok_or_else(not_leader)?;
@@ -336,19 +453,72 @@ impl PostgresStore {
             let mut client = self.pool.get().await.map_err(|e| self.error(e))?;
             let txn = client.transaction().await.map_err(|e| self.error(e))?;
             let fence = txn.query_opt(FENCE, &[&namespace, &self.holder, &epoch]).await.map_err(|e| self.error(e))?;
-            if fence.is_none() {
-                return Ok(false);
-            }
+            let Some(version) = fence.map(|row| row.get::<_, i64>(0)) else { return Ok(None) };
             write_changes(&txn, namespace, settings, changes).await.map_err(|e| self.error(e))?;
+            log_changes(&txn, namespace, version, settings, changes).await.map_err(|e| self.error(e))?;
             txn.commit().await.map_err(|e| self.error(e))?;
-            Ok(true)
+            Ok(Some(version as u64))
         })?;
-        if committed {
-            return Ok(());
+        if let Some(version) = committed {
+            return Ok(version);
         }
         warn!(namespace, epoch, "commit fenced: another node leads the namespace; stepping down");
         self.leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs.remove(namespace);
         Err(not_leader())
+    }
+
+    /// Whether this node leads `namespace` now.
+    pub fn leads(&self, namespace: &str) -> bool {
+        self.leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs.contains_key(namespace)
+    }
+
+    /// Every namespace that has a leader or had one, with its version.
+    pub fn versions(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.run(async {
+            let client = self.pool.get().await.map_err(|e| self.error(e))?;
+            let rows = client
+                .query("SELECT namespace, version FROM headline_dedup.leases ORDER BY namespace", &[])
+                .await
+                .map_err(|e| self.error(e))?;
+            Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as u64)).collect())
+        })
+    }
+
+    /// The commits of `namespace` after version `after` (a page of them).
+    pub fn follow(&self, namespace: &str, after: u64) -> Result<Followed, StoreError> {
+        let rows = self.run(async {
+            let client = self.pool.get().await.map_err(|e| self.error(e))?;
+            client
+                .query(
+                    "SELECT l.version, c.version, c.body, extract(epoch FROM now() - c.committed_at)::float8
+                     FROM headline_dedup.leases l LEFT JOIN headline_dedup.changes c
+                         ON c.namespace = l.namespace AND c.version > $2 AND c.version <= $2 + $3
+                     WHERE l.namespace = $1 ORDER BY c.version",
+                    &[&namespace, &(after as i64), &FOLLOW_PAGE],
+                )
+                .await
+                .map_err(|e| self.error(e))
+        })?;
+        let head = rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64);
+        let mut commits = Vec::new();
+        for row in &rows {
+            let (Some(version), Some(body), Some(age)) =
+                (row.get::<_, Option<i64>>(1), row.get::<_, Option<Vec<u8>>>(2), row.get::<_, Option<f64>>(3))
+            else {
+                continue;
+            };
+            let what = || format!("change {namespace}/{version}");
+            let changes = ChangesMessage::decode(body.as_slice())
+                .map_err(|e| e.to_string())
+                .and_then(ChangesMessage::into_changes)
+                .map_err(|e| self.corrupt(what(), e))?;
+            commits.push((version as u64, changes, Duration::from_secs_f64(age.max(0.0))));
+        }
+        let contiguous = commits.iter().zip(after + 1..).all(|((version, _, _), expected)| *version == expected);
+        if !contiguous || (head > after && commits.is_empty()) {
+            return Ok(Followed::Trimmed);
+        }
+        Ok(Followed::Commits(commits))
     }
 
     /// Reads every namespace (see [`super::Store::load_with`]), in one
@@ -397,6 +567,11 @@ impl PostgresStore {
             let meta = NamespaceMessage::decode(row.get::<_, &[u8]>(0))
                 .map_err(|e| self.corrupt(format!("namespace {name:?}"), e))?;
             let mut stored = meta.into_stored(name.to_owned());
+            let version = txn
+                .query_opt("SELECT version FROM headline_dedup.leases WHERE namespace = $1", &[&name])
+                .await
+                .map_err(|e| self.error(e))?;
+            stored.version = version.map_or(0, |row| row.get::<_, i64>(0) as u64);
             let redirects = txn
                 .query(
                     "SELECT from_story, to_story FROM headline_dedup.redirects WHERE namespace = $1 ORDER BY from_story",
@@ -501,6 +676,29 @@ async fn connected<'c>(
     Ok(client.insert(opened))
 }
 
+/// Listens on one connection until it fails, waking followers on each
+/// commit's notification.
+async fn listen(url: &str, woken: &(Mutex<bool>, Condvar)) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (ended, mut messages) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if ended.send(message).is_err() {
+                return;
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    while let Some(message) = messages.recv().await {
+        if let tokio_postgres::AsyncMessage::Notification(_) = message? {
+            let (flag, condvar) = woken;
+            *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            condvar.notify_all();
+        }
+    }
+    Ok(())
+}
+
 /// Renews this holder's leases; the namespaces and epochs it still holds.
 async fn renew(
     client: &mut Option<tokio_postgres::Client>,
@@ -511,6 +709,32 @@ async fn renew(
     let client = connected(client, url).await?;
     let rows = client.query(RENEW_LEASES, &[&holder, &(lease.as_millis() as f64)]).await?;
     Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1))).collect())
+}
+
+/// Logs a commit's facts for the followers under its version, wakes them,
+/// and now and then trims what no follower should still need.
+async fn log_changes(
+    txn: &Transaction<'_>,
+    namespace: &str,
+    version: i64,
+    settings: &[String],
+    changes: &Changes,
+) -> Result<(), tokio_postgres::Error> {
+    let body = ChangesMessage::new(settings, changes).encode_to_vec();
+    txn.execute(
+        "INSERT INTO headline_dedup.changes (namespace, version, body) VALUES ($1, $2, $3)",
+        &[&namespace, &version, &body],
+    )
+    .await?;
+    txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &namespace]).await?;
+    if version % 256 == 0 {
+        txn.execute(
+            "DELETE FROM headline_dedup.changes WHERE namespace = $1 AND version <= $2",
+            &[&namespace, &(version - KEPT_VERSIONS)],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Writes a batch's facts inside the fenced transaction.

@@ -227,3 +227,68 @@ fn a_leader_whose_lease_was_taken_cannot_commit() {
     assert_eq!(loaded[0].0.counters.next_seq, 3, "nothing of the fenced commit is stored");
     assert_eq!(postgres.sql("SELECT epoch || ' ' || version FROM headline_dedup.leases"), "2 2");
 }
+
+/// Every story of the default namespace a node holds, largest first, and
+/// where each of a list of headlines is: what must agree between nodes.
+async fn everything(node: &Served, ids: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut client = node.client().await;
+    let (mut stories, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = client
+            .list_stories(pb::ListStoriesRequest {
+                page_size: 500,
+                order: pb::StoryOrder::Size.into(),
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list")
+            .into_inner();
+        stories.extend(page.stories.iter().map(|s| format!("{} {} {}", s.story_id, s.size, s.canonical_text)));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let mut placed = Vec::new();
+    for id in ids {
+        let request = pb::GetHeadlineRequest { namespace: String::new(), id: id.clone() };
+        match client.get_headline(request).await {
+            Ok(found) => placed.push(format!("{id} {}", found.into_inner().story_id)),
+            Err(status) => placed.push(format!("{id} {:?}", status.code())),
+        }
+    }
+    (stories, placed)
+}
+
+#[tokio::test]
+async fn followers_apply_every_commit_and_equal_the_leader_and_a_fresh_reload() {
+    let postgres = Postgres::start();
+    let nodes = [postgres.node(), postgres.node(), postgres.node()];
+    let all = headlines("", 1000);
+    let ids: Vec<String> = all.iter().map(|h| h.id.clone()).collect();
+    for chunk in all.chunks(100) {
+        ingest(&nodes[0], chunk.to_vec()).await.expect("ingest on the leader");
+    }
+    let mut client = nodes[0].client().await;
+    let deleted = client
+        .delete_headlines(pb::DeleteHeadlinesRequest { namespace: String::new(), ids: ids[..30].to_vec() })
+        .await
+        .expect("delete")
+        .into_inner();
+    assert_eq!(deleted.deleted_count, 30);
+    let leader = everything(&nodes[0], &ids).await;
+    assert!(leader.0.len() > 20, "{} stories", leader.0.len());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for follower in &nodes[1..] {
+        while everything(follower, &ids).await != leader {
+            assert!(Instant::now() < deadline, "a follower did not catch up:\n{}", follower.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let fresh = postgres.node();
+    assert_eq!(everything(&fresh, &ids).await, leader, "a fresh reload holds the same");
+    let (_, metrics) = crate::support::http_get(&nodes[1].web_addr, "/metrics");
+    assert!(metrics.contains("headline_dedup_leader{namespace=\"default\"} 0"), "{metrics}");
+    assert!(metrics.contains("headline_dedup_follower_lag_seconds_count"), "{metrics}");
+}

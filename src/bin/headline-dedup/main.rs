@@ -108,6 +108,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         App::open(model, settings, store)?
     };
     let app = Arc::new(app.with_max_namespaces(args.max_namespaces as usize));
+    app.start_following()?;
     let options = ServerOptions {
         limits: Limits { max_batch: args.max_batch as usize, max_pending: args.max_pending_calls as usize },
         max_message_bytes: args.max_message_bytes as usize,
