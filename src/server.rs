@@ -12,7 +12,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use crate::api::{DedupApi, Limits};
+use crate::api::{DedupApi, Forwarder, Limits};
 use crate::app::App;
 use crate::edge::{AuthLayer, GrpcEdgeLayer, Routes};
 use crate::pb;
@@ -31,6 +31,9 @@ pub struct ServerOptions {
     pub tls: Option<Identity>,
     /// The bearer token every call but health checks must carry.
     pub auth_token: Option<String>,
+    /// How long a write on a node that does not lead its namespace waits
+    /// for a leader to forward it to (PostgreSQL), before UNAVAILABLE.
+    pub leader_wait: Duration,
 }
 
 /// How long open metrics and board connections may delay the end of
@@ -105,7 +108,8 @@ pub async fn serve(
     };
     let reflection_v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
-    let dedup = DedupServiceServer::new(DedupApi::new(app, options.limits))
+    let forwarder = Forwarder::new(options.auth_token.clone(), options.tls.is_some(), options.leader_wait);
+    let dedup = DedupServiceServer::new(DedupApi::new(app, options.limits, forwarder))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(options.max_message_bytes)

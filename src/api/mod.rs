@@ -3,6 +3,7 @@
 //! generated types and the core's.
 
 mod convert;
+mod forward;
 mod page_token;
 
 use std::pin::Pin;
@@ -22,6 +23,8 @@ use crate::pb;
 use crate::pb::dedup_service_server::DedupService;
 
 pub use convert::{headlines, kind_from_pb, millis, timestamp};
+pub use forward::Forwarder;
+use forward::{Attempt, FORWARDED};
 
 /// Limits applied to requests.
 #[derive(Debug, Clone, Copy)]
@@ -49,13 +52,20 @@ pub struct DedupApi {
     app: Arc<App>,
     limits: Limits,
     admission: Arc<Semaphore>,
+    forwarder: Arc<Forwarder>,
 }
 
 impl DedupApi {
-    /// Serves `app` with `limits`.
-    pub fn new(app: Arc<App>, limits: Limits) -> Self {
-        Self { app, limits, admission: Arc::new(Semaphore::new(limits.max_pending)) }
+    /// Serves `app` with `limits`, sending writes for namespaces another
+    /// node leads through `forwarder`.
+    pub fn new(app: Arc<App>, limits: Limits, forwarder: Forwarder) -> Self {
+        Self { app, limits, admission: Arc::new(Semaphore::new(limits.max_pending)), forwarder: Arc::new(forwarder) }
     }
+}
+
+/// Whether a call was forwarded by another node.
+fn forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED)
 }
 
 /// The gRPC code and the HTTP status of each class of failure: the one
@@ -103,14 +113,21 @@ impl DedupApi {
         &self,
         work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
     ) -> Result<T, Status> {
+        self.run_app(work).await?.map_err(Status::from)
+    }
+
+    /// [`Self::run`], with the application's error apart from the call's.
+    async fn run_app<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+    ) -> Result<Result<T, AppError>, Status> {
         let permit = self.admit()?;
         tokio::task::spawn_blocking(move || {
             let _admitted = permit;
             work()
         })
         .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
-        .map_err(Status::from)
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))
     }
 }
 
@@ -133,11 +150,35 @@ impl DedupApi {
     /// blocking pool when nobody else is. Admitted like [`Self::run`]:
     /// the permit is held, and the batch applied, even if the caller goes
     /// away.
+    /// Ingests a batch here, or at the namespace's leader.
     async fn ingest_batch(
         &self,
         namespace: String,
         headlines: Vec<pb::Headline>,
+        forwarded: bool,
     ) -> Result<Vec<pb::Assignment>, Status> {
+        let deadline = self.forwarder.deadline();
+        loop {
+            let refusal = match self.ingest_here(namespace.clone(), headlines.clone()).await? {
+                Err(refusal @ AppError::NotLeader { .. }) => refusal,
+                answered => return answered.map_err(Status::from),
+            };
+            let AppError::NotLeader { leader, .. } = &refusal else { return Err(refusal.into()) };
+            let request =
+                (pb::IngestRequest { namespace: namespace.clone(), headlines: headlines.clone() }, headlines.len());
+            let call = |mut client: crate::client::Client, request| async move { client.ingest(request).await };
+            match self.forwarder.redirect(forwarded, leader, deadline, refusal.clone().into(), request, call).await {
+                Attempt::Done(answer) => return answer.map(|response| response.assignments),
+                Attempt::Again => Forwarder::pause().await,
+            }
+        }
+    }
+
+    async fn ingest_here(
+        &self,
+        namespace: String,
+        headlines: Vec<pb::Headline>,
+    ) -> Result<Result<Vec<pb::Assignment>, AppError>, Status> {
         let namespace = namespace_or_default(&namespace)?.to_owned();
         convert::check_batch(headlines.len(), self.limits.max_batch)?;
         let permit = self.admit()?;
@@ -153,9 +194,9 @@ impl DedupApi {
             let results = submitted.answer.answers().await?;
             let assignments = convert::assignments(&headlines, &results);
             debug!(rejected = assignments.iter().filter(|a| a.error.is_some()).count(), "batch ingested");
-            Ok::<_, Status>(assignments)
+            Ok::<_, AppError>(assignments)
         };
-        tokio::spawn(work.instrument(span)).await.map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        tokio::spawn(work.instrument(span)).await.map_err(|e| Status::internal(format!("worker failed: {e}")))
     }
 }
 
@@ -164,8 +205,9 @@ type IngestStreamResponseStream = Pin<Box<dyn Stream<Item = Result<pb::IngestStr
 #[tonic::async_trait]
 impl DedupService for DedupApi {
     async fn ingest(&self, request: Request<pb::IngestRequest>) -> Result<Response<pb::IngestResponse>, Status> {
+        let forwarded = forwarded(&request);
         let pb::IngestRequest { namespace, headlines } = request.into_inner();
-        let assignments = self.ingest_batch(namespace, headlines).await?;
+        let assignments = self.ingest_batch(namespace, headlines, forwarded).await?;
         Ok(Response::new(pb::IngestResponse { assignments }))
     }
 
@@ -175,6 +217,7 @@ impl DedupService for DedupApi {
         &self,
         request: Request<Streaming<pb::IngestStreamRequest>>,
     ) -> Result<Response<Self::IngestStreamStream>, Status> {
+        let forwarded = forwarded(&request);
         let mut input = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let api = self.clone();
@@ -182,7 +225,7 @@ impl DedupService for DedupApi {
             while let Some(message) = input.next().await {
                 let reply = match message {
                     Ok(batch) => api
-                        .ingest_batch(batch.namespace, batch.headlines)
+                        .ingest_batch(batch.namespace, batch.headlines, forwarded)
                         .await
                         .map(|assignments| pb::IngestStreamResponse { batch_id: batch.batch_id, assignments }),
                     Err(status) => Err(status),
@@ -300,6 +343,7 @@ impl DedupService for DedupApi {
         &self,
         request: Request<pb::DeleteHeadlinesRequest>,
     ) -> Result<Response<pb::DeleteHeadlinesResponse>, Status> {
+        let forwarded = forwarded(&request);
         let pb::DeleteHeadlinesRequest { namespace, ids } = request.into_inner();
         if ids.is_empty() {
             return Err(AppError::invalid("ids", "at least one id is required").into());
@@ -310,11 +354,29 @@ impl DedupService for DedupApi {
         if let Some(i) = ids.iter().position(|id| id.trim().is_empty()) {
             return Err(AppError::invalid(format!("ids[{i}]"), "ids must not be blank").into());
         }
-        let (deleted, not_found_ids) = self.on(&namespace, move |app, ns| app.delete(ns, &ids)).await?;
-        Ok(Response::new(pb::DeleteHeadlinesResponse {
-            deleted_count: u32::try_from(deleted).unwrap_or(u32::MAX),
-            not_found_ids,
-        }))
+        let name = namespace_or_default(&namespace)?.to_owned();
+        let deadline = self.forwarder.deadline();
+        loop {
+            let (app, ns, ids_here) = (Arc::clone(&self.app), name.clone(), ids.clone());
+            let refusal = match self.run_app(move || app.delete(&ns, &ids_here)).await? {
+                Ok((deleted, not_found_ids)) => {
+                    return Ok(Response::new(pb::DeleteHeadlinesResponse {
+                        deleted_count: u32::try_from(deleted).unwrap_or(u32::MAX),
+                        not_found_ids,
+                    }));
+                }
+                Err(refusal @ AppError::NotLeader { .. }) => refusal,
+                Err(e) => return Err(e.into()),
+            };
+            let AppError::NotLeader { leader, .. } = &refusal else { return Err(refusal.into()) };
+            let request = (pb::DeleteHeadlinesRequest { namespace: namespace.clone(), ids: ids.clone() }, ids.len());
+            let call =
+                |mut client: crate::client::Client, request| async move { client.delete_headlines(request).await };
+            match self.forwarder.redirect(forwarded, leader, deadline, refusal.clone().into(), request, call).await {
+                Attempt::Done(answer) => return answer.map(Response::new),
+                Attempt::Again => Forwarder::pause().await,
+            }
+        }
     }
 
     async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Result<Response<pb::GetStatsResponse>, Status> {

@@ -31,7 +31,7 @@ use crate::core::types::{
     Assignment, Candidate, Headline, ItemError, Stats, StoredHeadline, StoryCursor, StoryId, StoryOrder, StoryQuery,
     StoryView,
 };
-use crate::store::{Lead, Records, Store, StoredNamespace, panic_message};
+use crate::store::{Lead, Records, Store, StoreError, StoredNamespace, panic_message};
 use crate::telemetry;
 
 /// The namespace used when a request names none.
@@ -70,12 +70,29 @@ pub enum AppError {
     /// The service failed while answering; nothing was applied.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Another node leads the namespace (PostgreSQL): a write goes there;
+    /// nothing was applied here.
+    #[error("namespace {namespace:?} is led by another node ({leader})")]
+    NotLeader {
+        /// The namespace.
+        namespace: String,
+        /// Where the leader can be reached ("" while none is known).
+        leader: String,
+    },
 }
 
 impl AppError {
     /// An invalid field.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidArgument { field: field.into(), reason: reason.into() }
+    }
+
+    /// A store failure, as callers see it.
+    fn store(error: StoreError) -> Self {
+        match error {
+            StoreError::NotLeader { namespace, leader } => Self::NotLeader { namespace, leader },
+            other => Self::Unavailable(other.to_string()),
+        }
     }
 
     /// The class of the failure, which the edge turns into one gRPC code
@@ -85,7 +102,7 @@ impl AppError {
             Self::InvalidArgument { .. } => ErrorCode::InvalidArgument,
             Self::NamespaceNotFound(_) | Self::StoryNotFound(_) | Self::HeadlineNotFound(_) => ErrorCode::NotFound,
             Self::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
-            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Unavailable(_) | Self::NotLeader { .. } => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -405,7 +422,7 @@ impl App {
         match self.store.lead(name) {
             Ok(Lead::Held) => {}
             Ok(Lead::Acquired) => *slot = Slot::Broken("this node has just become the namespace's leader".into()),
-            Err(e) => return Err(AppError::Unavailable(e.to_string())),
+            Err(e) => return Err(AppError::store(e)),
         }
         self.ready(name, slot)
     }
@@ -446,7 +463,7 @@ impl App {
         };
         error!(namespace = name, error = %e, "commit failed; rebuilding the namespace from the store");
         self.reset(name, slot, "a commit failed");
-        Err(AppError::Unavailable(e.to_string()))
+        Err(AppError::store(e))
     }
 
     fn namespace(&self, name: &str) -> Result<Arc<Namespace>, AppError> {

@@ -170,9 +170,10 @@ async fn one_node_at_a_time_writes_and_another_takes_over_when_it_dies_or_leaves
     let mut leader = postgres.node();
     let mut other = postgres.node();
     let first = ingest(&leader, headlines("a-", 100)).await.expect("the first writer leads");
-    let refused = ingest(&other, headlines("b-", 10)).await.expect_err("only the leader writes");
-    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
-    assert!(refused.message().contains(&leader.addr), "names the leader: {refused:?}");
+    let forwarded = ingest(&other, headlines("b-", 10)).await.expect("a write on another node goes to the leader");
+    assert!(forwarded.iter().all(|a| a.error.is_none() && !a.replayed), "{forwarded:?}");
+    assert_eq!(stats(&leader).await.headlines, 110, "the leader stored it");
+    assert_eq!(postgres.sql("SELECT leader FROM headline_dedup.leases"), leader.addr);
 
     // A crashed leader's connection goes with it: the other node takes
     // over on its next write, and has the dead leader's every commit.
@@ -181,11 +182,8 @@ async fn one_node_at_a_time_writes_and_another_takes_over_when_it_dies_or_leaves
     let again = ingest(&other, headlines("a-", 100)).await.expect("the other node takes over");
     assert!(killed.elapsed() < Duration::from_secs(2), "{:?}", killed.elapsed());
     assert!(again.iter().all(|a| a.replayed), "every acknowledged headline is there");
-    assert_eq!(
-        first.iter().map(|a| &a.story_id).collect::<Vec<_>>(),
-        again.iter().map(|a| &a.story_id).collect::<Vec<_>>()
-    );
-    ingest(&other, headlines("b-", 10)).await.expect("and writes");
+    let stories = |answers: &[pb::Assignment]| answers.iter().map(|a| a.story_id.clone()).collect::<Vec<_>>();
+    assert_eq!(stories(&first), stories(&again));
 
     // An orderly shutdown hands the namespaces over at once.
     let third = postgres.node();
@@ -195,6 +193,31 @@ async fn one_node_at_a_time_writes_and_another_takes_over_when_it_dies_or_leaves
     assert!(left.elapsed() < Duration::from_millis(500), "{:?}", left.elapsed());
     assert_eq!(stats(&third).await.headlines, 120);
     assert_eq!(postgres.sql("SELECT epoch FROM headline_dedup.leases"), "3");
+}
+
+#[tokio::test]
+async fn a_paused_leader_loses_its_namespace_when_its_lease_runs_out_and_cannot_commit_after() {
+    let postgres = Postgres::start();
+    let (paused, other) = (postgres.node(), postgres.node());
+    ingest(&paused, headlines("a-", 50)).await.expect("the first writer leads");
+    let pid = paused.child.id().to_string();
+    let signal = |name: &str| Command::new("kill").args([name, &pid]).status().expect("kill");
+    assert!(signal("-STOP").success());
+    // The write waits for the lease (2 s) to run out, then the other node
+    // takes the namespace.
+    let stopped = Instant::now();
+    let taken = ingest(&other, headlines("b-", 20)).await.expect("the other node takes over");
+    let failover = stopped.elapsed();
+    assert!(taken.iter().all(|a| a.error.is_none()), "{taken:?}");
+    assert!(failover > Duration::from_millis(1500) && failover < Duration::from_secs(4), "{failover:?}");
+    assert!(signal("-CONT").success());
+    // Woken, the old leader cannot commit: its write goes to the new one.
+    let after = ingest(&paused, headlines("c-", 20)).await.expect("the woken node forwards");
+    assert!(after.iter().all(|a| a.error.is_none()), "{after:?}");
+    let replayed = ingest(&other, headlines("a-", 50)).await.expect("replay");
+    assert!(replayed.iter().all(|a| a.replayed), "nothing acknowledged was lost");
+    assert_eq!(postgres.sql("SELECT count(*) FROM headline_dedup.records"), "90");
+    assert_eq!(postgres.sql("SELECT leader FROM headline_dedup.leases"), other.addr);
 }
 
 fn store(postgres: &Postgres, advertise: &str) -> Store {

@@ -43,6 +43,7 @@ impl TestServer {
             grace_period: Duration::from_secs(5),
             tls: None,
             auth_token: None,
+            leader_wait: Duration::ZERO,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(serve(listener, app, options, async {

@@ -115,6 +115,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         grace_period: Duration::from_secs(args.grace_period),
         tls: tls_identity(&args)?,
         auth_token: auth_token(&args)?,
+        // Long enough for a paused or cut-off leader's lease to run out
+        // and another node to take it.
+        leader_wait: Duration::from_secs_f64(args.lease_seconds * 1.5 + 1.0),
     };
     runtime.block_on(server::run(listener, web_listener, Arc::clone(&app), options, server::shutdown_signal()))?;
     app.release();

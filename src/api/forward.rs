@@ -1,0 +1,117 @@
+//! Writes that reach a node which does not lead the namespace (PostgreSQL)
+//! go to the leader the lease names; while the namespace has no live
+//! leader (a paused or cut-off one whose lease has not run out yet), the
+//! write is tried again until a bounded wait is over, then answered
+//! UNAVAILABLE. A forwarded call is never forwarded again.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+use tonic::{Request, Status};
+
+use crate::client::{Client, Credentials, connect};
+
+/// The metadata key that marks a forwarded call.
+pub const FORWARDED: &str = "x-headline-dedup-forwarded";
+
+/// Pause between two attempts while a namespace has no leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// How long connecting to a leader may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long one forwarded call may take: a second, and a millisecond for
+/// each headline. A leader that does not answer by then may be paused:
+/// the write is tried here again (its lease may have run out), and a
+/// retried write that the leader did take answers `replayed`.
+fn forward_timeout(items: usize) -> Duration {
+    Duration::from_secs(1) + Duration::from_millis(items as u64)
+}
+
+/// Clients of the other nodes, and how long a write waits for a leader.
+#[derive(Debug)]
+pub struct Forwarder {
+    auth_token: Option<String>,
+    /// Forwarding is off when the nodes speak TLS (a node has no CA to
+    /// verify another's certificate with): a write then names the leader.
+    enabled: bool,
+    wait: Duration,
+    clients: Mutex<HashMap<String, Client>>,
+}
+
+/// Where a write should go next.
+pub enum Attempt<T> {
+    /// Done: the answer (of this node or of the leader).
+    Done(Result<T, Status>),
+    /// Try this node again after a pause.
+    Again,
+}
+
+impl Forwarder {
+    /// Forwards with `auth_token` (the cluster's shared token), waiting up
+    /// to `wait` for a leader.
+    pub fn new(auth_token: Option<String>, tls: bool, wait: Duration) -> Self {
+        Self { auth_token, enabled: !tls, wait, clients: Mutex::default() }
+    }
+
+    /// When a write that started now gives up waiting for a leader.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.wait
+    }
+
+    /// What to do with a write this node could not take because `leader`
+    /// leads the namespace: forward it (unless it was forwarded itself,
+    /// forwarding is off or no leader is named), or try again while the
+    /// wait lasts.
+    pub async fn redirect<Req, Res, F, Fut>(
+        &self,
+        forwarded: bool,
+        leader: &str,
+        deadline: Instant,
+        refusal: Status,
+        (request, items): (Req, usize),
+        call: F,
+    ) -> Attempt<Res>
+    where
+        F: FnOnce(Client, Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        let waited = || {
+            if Instant::now() + RETRY_PAUSE < deadline { Attempt::Again } else { Attempt::Done(Err(refusal.clone())) }
+        };
+        if forwarded || !self.enabled || leader.is_empty() {
+            return waited();
+        }
+        let Some(client) = self.client(leader).await else { return waited() };
+        let mut request = Request::new(request);
+        request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        let timeout = forward_timeout(items);
+        request.set_timeout(timeout);
+        let retried = [tonic::Code::Unavailable, tonic::Code::Cancelled, tonic::Code::DeadlineExceeded];
+        match tokio::time::timeout(timeout, call(client, request)).await {
+            Ok(Ok(response)) => Attempt::Done(Ok(response.into_inner())),
+            Ok(Err(status)) if !retried.contains(&status.code()) => Attempt::Done(Err(status)),
+            _ => {
+                self.clients.lock().await.remove(leader);
+                waited()
+            }
+        }
+    }
+
+    /// A client of the node at `addr`, connected once and kept.
+    async fn client(&self, addr: &str) -> Option<Client> {
+        if let Some(client) = self.clients.lock().await.get(addr) {
+            return Some(client.clone());
+        }
+        let credentials = Credentials { tls_ca: None, auth_token: self.auth_token.clone() };
+        let client = tokio::time::timeout(CONNECT_TIMEOUT, connect(addr, &credentials)).await.ok()?.ok()?;
+        self.clients.lock().await.insert(addr.to_owned(), client.clone());
+        Some(client)
+    }
+
+    /// Pauses before the next attempt.
+    pub async fn pause() {
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
