@@ -234,7 +234,7 @@ pub enum Store {
     /// The embedded database in a data directory (or in memory).
     Redb(RedbStore),
     /// PostgreSQL, shared by several nodes.
-    Postgres(PostgresStore),
+    Postgres(Box<PostgresStore>),
 }
 
 impl Store {
@@ -251,7 +251,7 @@ impl Store {
 
     /// Connects to PostgreSQL and creates the schema if it is missing.
     pub fn postgres(options: PostgresOptions) -> Result<Self, StoreError> {
-        PostgresStore::connect(options).map(Self::Postgres)
+        PostgresStore::connect(options).map(|store| Self::Postgres(Box::new(store)))
     }
 
     /// Every namespace with all its records.

@@ -47,7 +47,7 @@ const SCHEMA: &[&str] = &[
         namespace text NOT NULL, from_story bigint NOT NULL, to_story bigint NOT NULL,
         PRIMARY KEY (namespace, from_story))",
     "CREATE TABLE IF NOT EXISTS headline_dedup.changes (
-        namespace text NOT NULL, version bigint NOT NULL, body bytea NOT NULL,
+        namespace text NOT NULL, version bigint NOT NULL, epoch bigint NOT NULL, body bytea NOT NULL,
         committed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (namespace, version))",
     "CREATE TABLE IF NOT EXISTS headline_dedup.leases (
         namespace text PRIMARY KEY, epoch bigint NOT NULL, holder text NOT NULL, leader text NOT NULL,
@@ -188,6 +188,8 @@ struct Leadership {
 
 /// PostgreSQL, shared by several nodes.
 pub struct PostgresStore {
+    /// How every connection is made.
+    config: tokio_postgres::Config,
     /// The runtime of the database connections, so that the synchronous
     /// callers of the store can wait for them from any thread.
     runtime: Option<tokio::runtime::Runtime>,
@@ -226,10 +228,20 @@ impl PostgresStore {
     /// Connects, creates the schema if it is missing, and starts renewing
     /// the leases this node will hold.
     pub fn connect(options: PostgresOptions) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = options
+        let mut config: tokio_postgres::Config = options
             .url
             .parse()
             .map_err(|e| StoreError::Database { place: "PostgreSQL".into(), message: format!("--postgres: {e}") })?;
+        // A leader paused or cut off in the middle of a commit holds the
+        // lease's row lock: the server ends such a session, so that
+        // another node can take the lease once it has run out; and no
+        // statement waits on a lock longer than a fraction of the lease.
+        let half_lease = (options.lease.as_millis() / 2).max(100);
+        let session = format!(
+            "{} -c idle_in_transaction_session_timeout={half_lease} -c lock_timeout={half_lease}",
+            config.get_options().unwrap_or_default()
+        );
+        config.options(session.trim());
         let place = describe(&config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -237,7 +249,8 @@ impl PostgresStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Database { place: place.clone(), message: e.to_string() })?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(4)
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -249,6 +262,7 @@ impl PostgresStore {
         let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let holder = format!("{}/{}/{}", options.advertise, std::process::id(), started.as_nanos());
         let store = Self {
+            config,
             runtime: Some(runtime),
             pool,
             place,
@@ -275,11 +289,20 @@ impl PostgresStore {
 
     /// Waits for a database operation, at most [`OPERATION_TIMEOUT`].
     fn run<T>(&self, operation: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        self.run_within(OPERATION_TIMEOUT, operation)
+    }
+
+    /// Waits for a database operation, at most `timeout`.
+    fn run_within<T>(
+        &self,
+        timeout: Duration,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let runtime = self.runtime.as_ref().ok_or_else(|| self.error("the store is shut down"))?;
         runtime.block_on(async {
-            tokio::time::timeout(OPERATION_TIMEOUT, operation)
+            tokio::time::timeout(timeout, operation)
                 .await
-                .unwrap_or_else(|_| Err(self.error(format!("no answer within {OPERATION_TIMEOUT:?}"))))
+                .unwrap_or_else(|_| Err(self.error(format!("no answer within {timeout:?}"))))
         })
     }
 
@@ -316,8 +339,8 @@ impl PostgresStore {
     fn spawn_renewals(&self) {
         let Some(runtime) = &self.runtime else { return };
         let (leadership, lease_client) = (Arc::clone(&self.leadership), Arc::clone(&self.lease_client));
-        let (holder, lease, url, place) =
-            (self.holder.clone(), self.options.lease, self.options.url.clone(), self.place.clone());
+        let (holder, lease, config, place) =
+            (self.holder.clone(), self.options.lease, self.config.clone(), self.place.clone());
         runtime.spawn(async move {
             let mut tick = tokio::time::interval(lease / 4);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -327,7 +350,7 @@ impl PostgresStore {
                     continue;
                 }
                 let mut client = lease_client.lock().await;
-                let renewed = tokio::time::timeout(lease / 2, renew(&mut client, &url, &holder, lease)).await;
+                let renewed = tokio::time::timeout(lease / 2, renew(&mut client, &config, &holder, lease)).await;
                 let mut leadership = leadership.lock().unwrap_or_else(PoisonError::into_inner);
                 match renewed {
                     Ok(Ok(held)) => {
@@ -362,7 +385,7 @@ impl PostgresStore {
     /// wake-up lost meanwhile only delays them.
     fn spawn_listener(&self) {
         let Some(runtime) = &self.runtime else { return };
-        let (woken, url, place) = (Arc::clone(&self.woken), self.options.url.clone(), self.place.clone());
+        let (woken, url, place) = (Arc::clone(&self.woken), self.config.clone(), self.place.clone());
         runtime.spawn(async move {
             loop {
                 if let Err(e) = listen(&url, &woken).await {
@@ -391,7 +414,7 @@ impl PostgresStore {
         let lease_ms = self.options.lease.as_millis() as f64;
         let taken = self.run(async {
             let mut client = self.lease_client.lock().await;
-            let client = connected(&mut client, &self.options.url).await.map_err(|e| self.error(e))?;
+            let client = connected(&mut client, &self.config).await.map_err(|e| self.error(e))?;
             let row = client
                 .query_opt(TAKE_LEASE, &[&namespace, &self.holder, &self.options.advertise, &lease_ms])
                 .await
@@ -399,8 +422,16 @@ impl PostgresStore {
             match row {
                 Some(row) => Ok(Ok(row.get::<_, i64>(0))),
                 None => {
+                    // A leader renews several times per lease: one whose
+                    // lease has less than half of it left has stopped
+                    // renewing (paused, cut off), so no leader is named
+                    // and the write waits for the lease to run out.
                     let leader = client
-                        .query_opt("SELECT leader FROM headline_dedup.leases WHERE namespace = $1", &[&namespace])
+                        .query_opt(
+                            "SELECT leader FROM headline_dedup.leases
+                             WHERE namespace = $1 AND expires_at > now() + $2 * interval '1 millisecond'",
+                            &[&namespace, &(lease_ms / 2.0)],
+                        )
                         .await
                         .map_err(|e| self.error(e))?
                         .map(|row| row.get::<_, String>(0))
@@ -449,13 +480,14 @@ impl PostgresStore {
         let epoch = self.leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs.get(namespace).copied();
         let not_leader = || StoreError::NotLeader { namespace: namespace.to_owned(), leader: String::new() };
         let epoch = epoch.ok_or_else(not_leader)?;
-        let committed = self.run(async {
+        // No longer than the lease: by then another node may lead.
+        let committed = self.run_within(self.options.lease, async {
             let mut client = self.pool.get().await.map_err(|e| self.error(e))?;
             let txn = client.transaction().await.map_err(|e| self.error(e))?;
             let fence = txn.query_opt(FENCE, &[&namespace, &self.holder, &epoch]).await.map_err(|e| self.error(e))?;
             let Some(version) = fence.map(|row| row.get::<_, i64>(0)) else { return Ok(None) };
             write_changes(&txn, namespace, settings, changes).await.map_err(|e| self.error(e))?;
-            log_changes(&txn, namespace, version, settings, changes).await.map_err(|e| self.error(e))?;
+            log_changes(&txn, namespace, (version, epoch), settings, changes).await.map_err(|e| self.error(e))?;
             txn.commit().await.map_err(|e| self.error(e))?;
             Ok(Some(version as u64))
         })?;
@@ -662,12 +694,12 @@ async fn snapshot<'c>(client: &'c mut deadpool_postgres::Object, place: &str) ->
 /// The lease connection, opened again if it was lost.
 async fn connected<'c>(
     client: &'c mut Option<tokio_postgres::Client>,
-    url: &str,
+    config: &tokio_postgres::Config,
 ) -> Result<&'c tokio_postgres::Client, tokio_postgres::Error> {
     if let Some(open) = client.take().filter(|c| !c.is_closed()) {
         return Ok(client.insert(open));
     }
-    let (opened, connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (opened, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             warn!(error = %e, "the lease connection ended");
@@ -678,8 +710,8 @@ async fn connected<'c>(
 
 /// Listens on one connection until it fails, waking followers on each
 /// commit's notification.
-async fn listen(url: &str, woken: &(Mutex<bool>, Condvar)) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+async fn listen(config: &tokio_postgres::Config, woken: &(Mutex<bool>, Condvar)) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
     let (ended, mut messages) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
@@ -702,28 +734,29 @@ async fn listen(url: &str, woken: &(Mutex<bool>, Condvar)) -> Result<(), tokio_p
 /// Renews this holder's leases; the namespaces and epochs it still holds.
 async fn renew(
     client: &mut Option<tokio_postgres::Client>,
-    url: &str,
+    config: &tokio_postgres::Config,
     holder: &str,
     lease: Duration,
 ) -> Result<HashMap<String, i64>, tokio_postgres::Error> {
-    let client = connected(client, url).await?;
+    let client = connected(client, config).await?;
     let rows = client.query(RENEW_LEASES, &[&holder, &(lease.as_millis() as f64)]).await?;
     Ok(rows.iter().map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1))).collect())
 }
 
-/// Logs a commit's facts for the followers under its version, wakes them,
-/// and now and then trims what no follower should still need.
+/// Logs a commit's facts for the followers under its version (with the
+/// epoch it was fenced by), wakes them, and now and then trims what no
+/// follower should still need.
 async fn log_changes(
     txn: &Transaction<'_>,
     namespace: &str,
-    version: i64,
+    (version, epoch): (i64, i64),
     settings: &[String],
     changes: &Changes,
 ) -> Result<(), tokio_postgres::Error> {
     let body = ChangesMessage::new(settings, changes).encode_to_vec();
     txn.execute(
-        "INSERT INTO headline_dedup.changes (namespace, version, body) VALUES ($1, $2, $3)",
-        &[&namespace, &version, &body],
+        "INSERT INTO headline_dedup.changes (namespace, version, epoch, body) VALUES ($1, $2, $3, $4)",
+        &[&namespace, &version, &epoch, &body],
     )
     .await?;
     txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &namespace]).await?;

@@ -3,6 +3,7 @@
 
 mod abuse;
 mod bad_input;
+mod chaos;
 mod cli;
 mod durability;
 mod grpc;

@@ -19,6 +19,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
     port: u16,
+    /// The server options `pg_ctl` starts it with.
+    options: String,
 }
 
 /// The directory of PostgreSQL's server programs: `$PG_BIN`, the newest
@@ -84,11 +86,29 @@ impl Postgres {
                 .status()
                 .expect("pg_ctl start");
             if started.success() {
-                return Self { dir, bin, port };
+                return Self { dir, bin, port, options };
             }
         }
         let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
         panic!("PostgreSQL did not start:\n{log}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Restarts the server (every connection drops).
+    pub fn restart(&self) {
+        let status = as_server_user(&self.bin.join("pg_ctl"))
+            .args(["-D"])
+            .arg(self.dir.path().join("data"))
+            .args(["-o", &self.options, "-l"])
+            .arg(self.dir.path().join("log"))
+            .args(["-m", "fast", "-w", "-t", "60", "restart"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl restart");
+        assert!(status.success(), "PostgreSQL restarts");
     }
 
     pub fn url(&self) -> String {
@@ -253,7 +273,7 @@ fn a_leader_whose_lease_was_taken_cannot_commit() {
 
 /// Every story of the default namespace a node holds, largest first, and
 /// where each of a list of headlines is: what must agree between nodes.
-async fn everything(node: &Served, ids: &[String]) -> (Vec<String>, Vec<String>) {
+pub async fn everything(node: &Served, ids: &[String]) -> (Vec<String>, Vec<String>) {
     let mut client = node.client().await;
     let (mut stories, mut token) = (Vec::new(), String::new());
     loop {
