@@ -29,6 +29,10 @@ pub struct ServerOptions {
     pub grace_period: Duration,
     /// The certificate chain and key to serve TLS with.
     pub tls: Option<Identity>,
+    /// The CA certificate (PEM file) that verifies the other nodes' TLS
+    /// certificates when a write goes to its namespace's leader; a node
+    /// serving TLS without it names the leader instead of forwarding.
+    pub peer_ca: Option<std::path::PathBuf>,
     /// The bearer token every call but health checks must carry.
     pub auth_token: Option<String>,
     /// How long a write on a node that does not lead its namespace waits
@@ -108,7 +112,11 @@ pub async fn serve(
     };
     let reflection_v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
-    let forwarder = Forwarder::new(options.auth_token.clone(), options.tls.is_some(), options.leader_wait);
+    let forwarder = Forwarder::new(
+        options.auth_token.clone(),
+        options.tls.is_some().then_some(options.peer_ca.clone()),
+        options.leader_wait,
+    );
     let dedup = DedupServiceServer::new(DedupApi::new(app, options.limits, forwarder))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)

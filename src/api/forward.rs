@@ -5,6 +5,7 @@
 //! UNAVAILABLE. A forwarded call is never forwarded again.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
@@ -32,9 +33,9 @@ fn forward_timeout(items: usize) -> Duration {
 /// Clients of the other nodes, and how long a write waits for a leader.
 #[derive(Debug)]
 pub struct Forwarder {
-    auth_token: Option<String>,
-    /// Forwarding is off when the nodes speak TLS (a node has no CA to
-    /// verify another's certificate with): a write then names the leader.
+    credentials: Credentials,
+    /// Forwarding is off when the nodes speak TLS and this node has no CA
+    /// to verify another's certificate with: a write then names the leader.
     enabled: bool,
     wait: Duration,
     clients: Mutex<HashMap<String, Client>>,
@@ -49,10 +50,14 @@ pub enum Attempt<T> {
 }
 
 impl Forwarder {
-    /// Forwards with `auth_token` (the cluster's shared token), waiting up
+    /// Forwards with `auth_token` (the cluster's shared token) and, when
+    /// the nodes serve TLS (`tls` is `Some`), over TLS verified with the CA
+    /// certificate it names (without one, nothing is forwarded), waiting up
     /// to `wait` for a leader.
-    pub fn new(auth_token: Option<String>, tls: bool, wait: Duration) -> Self {
-        Self { auth_token, enabled: !tls, wait, clients: Mutex::default() }
+    pub fn new(auth_token: Option<String>, tls: Option<Option<PathBuf>>, wait: Duration) -> Self {
+        let enabled = tls.as_ref().is_none_or(Option::is_some);
+        let credentials = Credentials { tls_ca: tls.flatten(), auth_token };
+        Self { credentials, enabled, wait, clients: Mutex::default() }
     }
 
     /// When a write that started now gives up waiting for a leader.
@@ -104,8 +109,7 @@ impl Forwarder {
         if let Some(client) = self.clients.lock().await.get(addr) {
             return Some(client.clone());
         }
-        let credentials = Credentials { tls_ca: None, auth_token: self.auth_token.clone() };
-        let client = tokio::time::timeout(CONNECT_TIMEOUT, connect(addr, &credentials)).await.ok()?.ok()?;
+        let client = tokio::time::timeout(CONNECT_TIMEOUT, connect(addr, &self.credentials)).await.ok()?.ok()?;
         self.clients.lock().await.insert(addr.to_owned(), client.clone());
         Some(client)
     }

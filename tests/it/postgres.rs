@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use headline_dedup::client::{Credentials, connect};
 use headline_dedup::core::engine::{Changes, Counters};
 use headline_dedup::pb;
 use headline_dedup::store::{Lead, PostgresOptions, Store, StoreError};
@@ -334,4 +335,36 @@ async fn followers_apply_every_commit_and_equal_the_leader_and_a_fresh_reload() 
     let (_, metrics) = crate::support::http_get(&nodes[1].web_addr, "/metrics");
     assert!(metrics.contains("headline_dedup_leader{namespace=\"default\"} 0"), "{metrics}");
     assert!(metrics.contains("headline_dedup_follower_lag_seconds_count"), "{metrics}");
+}
+
+#[tokio::test]
+async fn over_tls_a_write_goes_to_the_leader_only_with_a_ca_to_verify_it() {
+    let postgres = Postgres::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ca, cert, key) = crate::security::certificates(dir.path());
+    let url = postgres.url();
+    let node = |peer_ca: &[&str]| {
+        let mut args = vec!["--postgres", &url, "--lease-seconds", "2", "--tls-cert", &cert, "--tls-key", &key];
+        args.extend(peer_ca);
+        Served::start_checked(&args, &["--tls-ca", &ca])
+    };
+    let (leader, follower, without_ca) = (node(&["--tls-ca", &ca]), node(&["--tls-ca", &ca]), node(&[]));
+    let credentials = Credentials { tls_ca: Some(ca.clone().into()), auth_token: None };
+    let ingest = |node: &Served, headlines: Vec<pb::Headline>| {
+        let (addr, credentials) = (node.addr.clone(), credentials.clone());
+        async move {
+            let mut client = connect(&addr, &credentials).await.expect("connect over TLS");
+            let request = pb::IngestRequest { namespace: String::new(), headlines };
+            client.ingest(request).await.map(|r| r.into_inner().assignments)
+        }
+    };
+    ingest(&leader, headlines("a-", 20)).await.expect("the first writer leads");
+    let forwarded = ingest(&follower, headlines("b-", 10)).await.expect("forwarded over TLS");
+    assert!(forwarded.iter().all(|a| a.error.is_none() && !a.replayed), "{forwarded:?}");
+    assert_eq!(postgres.sql("SELECT count(*) FROM headline_dedup.records"), "30");
+
+    let refused = ingest(&without_ca, headlines("c-", 10)).await.expect_err("no CA to verify the leader with");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains(&leader.addr), "names the leader: {refused:?}");
+    assert_eq!(postgres.sql("SELECT leader FROM headline_dedup.leases"), leader.addr);
 }

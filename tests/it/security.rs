@@ -63,7 +63,7 @@ async fn every_call_but_health_needs_the_token() {
 
 /// A CA and a certificate it signed for localhost and 127.0.0.1, as PEM
 /// files in `dir`: (ca, cert, key).
-fn certificates(dir: &Path) -> (String, String, String) {
+pub fn certificates(dir: &Path) -> (String, String, String) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

@@ -42,6 +42,7 @@ impl TestServer {
             max_message_bytes: 4 * 1024 * 1024,
             grace_period: Duration::from_secs(5),
             tls: None,
+            peer_ca: None,
             auth_token: None,
             leader_wait: Duration::ZERO,
         };

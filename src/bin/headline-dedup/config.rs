@@ -115,6 +115,12 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "HEADLINE_DEDUP_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate that verifies the other replicas' TLS
+    /// certificates, so a write can go to its namespace's leader (with
+    /// --postgres and --tls-cert; without it such a write answers
+    /// UNAVAILABLE naming the leader).
+    #[arg(long, env = "HEADLINE_DEDUP_TLS_CA", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
     /// Bearer token that every call but health checks must carry
     /// (`authorization: Bearer TOKEN`).
     #[arg(long, env = "HEADLINE_DEDUP_AUTH_TOKEN", hide_env_values = true, conflicts_with = "auth_token_file")]

@@ -114,6 +114,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_message_bytes: args.max_message_bytes as usize,
         grace_period: Duration::from_secs(args.grace_period),
         tls: tls_identity(&args)?,
+        peer_ca: peer_ca(&args)?,
         auth_token: auth_token(&args)?,
         // Long enough for a paused or cut-off leader's lease to run out
         // and another node to take it.
@@ -139,6 +140,16 @@ fn tls_identity(args: &ServeArgs) -> anyhow::Result<Option<Identity>> {
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else { return Ok(None) };
     let read = |path: &std::path::Path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
     Ok(Some(Identity::from_pem(read(cert)?, read(key)?)))
+}
+
+/// The CA certificate that verifies the other replicas, checked now rather
+/// than at the first forwarded write.
+fn peer_ca(args: &ServeArgs) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let Some(ca) = &args.tls_ca else { return Ok(None) };
+    let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+    let certificate = String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----");
+    anyhow::ensure!(certificate, "{} holds no PEM certificate", ca.display());
+    Ok(Some(ca.clone()))
 }
 
 fn auth_token(args: &ServeArgs) -> anyhow::Result<Option<String>> {
