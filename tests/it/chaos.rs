@@ -5,8 +5,9 @@
 //! must be stored, no commit may come from an older epoch than one before
 //! it, and every node must hold what a fresh reload holds.
 //!
-//! `CHAOS_CYCLES` sets the cycles of each fault (default 1);
-//! `scripts/chaos` runs many and prints the report.
+//! `CHAOS_CYCLES` sets the cycles of each fault (default 1), `CHAOS_LEASE`
+//! the nodes' lease in seconds (default 2); `scripts/chaos` runs many and
+//! prints the report.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -21,8 +22,12 @@ use headline_dedup::pb;
 use crate::postgres::{Postgres, everything};
 use crate::support::{Row, Served, fixture};
 
-/// The lease of the nodes under test.
+/// The nodes' lease unless `CHAOS_LEASE` sets another.
 const LEASE_SECONDS: &str = "2";
+
+/// How long a client waits for an answer before it sends the batch again,
+/// to the next node.
+const CALL_DEADLINE: Duration = Duration::from_secs(1);
 
 /// A TCP proxy in front of PostgreSQL that can black-hole its traffic (a
 /// partition: nothing is closed, nothing gets through) and let it through
@@ -130,7 +135,7 @@ async fn load(client: usize, addrs: Arc<Mutex<Vec<String>>>, acks: Arc<Mutex<Ack
                     .await
                     .ok()?;
                 let mut client = pb::dedup_service_client::DedupServiceClient::new(channel);
-                tokio::time::timeout(Duration::from_secs(3), client.ingest(request)).await.ok()?.ok()
+                tokio::time::timeout(CALL_DEADLINE, client.ingest(request)).await.ok()?.ok()
             };
             let ok = answered.await.is_some_and(|r| r.get_ref().assignments.iter().all(|a| a.error.is_none()));
             if ok {
@@ -171,7 +176,8 @@ async fn failover_under_load_loses_nothing_and_replicas_equal_a_fresh_reload() {
     let cycles: usize = std::env::var("CHAOS_CYCLES").ok().and_then(|c| c.parse().ok()).unwrap_or(1);
     let postgres = Postgres::start();
     let proxies: Vec<Proxy> = (0..3).map(|_| Proxy::start(postgres.port())).collect();
-    let start = |i: usize| Served::start_with(&["--postgres", &proxies[i].url(), "--lease-seconds", LEASE_SECONDS]);
+    let lease = std::env::var("CHAOS_LEASE").unwrap_or_else(|_| LEASE_SECONDS.to_owned());
+    let start = |i: usize| Served::start_with(&["--postgres", &proxies[i].url(), "--lease-seconds", &lease]);
     let mut nodes: Vec<Served> = (0..3).map(start).collect();
     let addrs = Arc::new(Mutex::new(nodes.iter().map(|n| n.addr.clone()).collect::<Vec<_>>()));
     let (acks, stop) = (Arc::new(Mutex::new(Acks::default())), Arc::new(AtomicBool::new(false)));
@@ -264,7 +270,9 @@ async fn failover_under_load_loses_nothing_and_replicas_equal_a_fresh_reload() {
         }
         equal += 1;
     }
-    println!("chaos: {cycles} cycle(s) of each fault, 3 nodes, lease {LEASE_SECONDS} s, 2 clients");
+    println!(
+        "chaos: {cycles} cycle(s) of each fault, 3 nodes, lease {lease} s, 2 clients, call deadline {CALL_DEADLINE:?}"
+    );
     println!("{:<16} {:>8} {:>12} {:>12}", "fault", "cycles", "p50 ms", "max ms");
     for (fault, times) in &failovers {
         let (p50, max) = median_max(times.clone());
