@@ -158,6 +158,10 @@ pub struct EvalArgs {
     /// time set to noon (for the UCI set, whose times leak the labels).
     #[arg(long, value_enum, default_value = "file")]
     pub order: Order,
+    /// Squeeze the replay's times into this many hours (linearly, in
+    /// replay order), to cluster the same headlines at a higher density.
+    #[arg(long, value_parser = crate::eval::parse_squeeze_hours)]
+    pub squeeze_hours: Option<f64>,
     /// Where to write the {"id","cluster"} predictions.
     #[arg(long)]
     pub out: PathBuf,
@@ -226,6 +230,11 @@ pub struct BenchArgs {
     /// Replay order (shuffle-day also sets every time to noon of its day).
     #[arg(long, value_enum, default_value = "file")]
     pub order: Order,
+    /// Squeeze one round's times into this many hours (linearly, in replay
+    /// order; the next round follows it), as if the feed were that much
+    /// denser.
+    #[arg(long, value_parser = crate::eval::parse_squeeze_hours)]
+    pub squeeze_hours: Option<f64>,
     /// Concurrent clients, one connection each.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,

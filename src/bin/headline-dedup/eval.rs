@@ -39,14 +39,44 @@ pub const NO_TIME: Millis = DAY_MS / 2;
 /// are; `ShuffleDay` sets every time to noon of its day and orders each
 /// day by a hash of the item's id, so that the result does not depend on
 /// the file's order within a day.
-pub fn arrange<'a, T>(timed: &mut [(Millis, T)], order: Order, id: impl Fn(&T) -> &'a str) {
-    if order != Order::ShuffleDay {
-        return;
+///
+/// With `squeeze_hours`, the replay is then sorted by time and its times
+/// mapped linearly from the first onto that many hours, as if a feed of
+/// the same headlines were that much denser. After `ShuffleDay` each day's
+/// headlines are first spread evenly over their day in shuffled order, so
+/// that no instant of the squeezed replay holds a whole day.
+pub fn arrange<'a, T>(timed: &mut [(Millis, T)], order: Order, squeeze_hours: Option<f64>, id: impl Fn(&T) -> &'a str) {
+    if order == Order::ShuffleDay {
+        for (time, _) in timed.iter_mut() {
+            *time = time.div_euclid(DAY_MS) * DAY_MS + DAY_MS / 2;
+        }
+        timed.sort_by_cached_key(|(time, item)| (*time, stable_hash(format!("shuffle:{}", id(item)).as_bytes())));
     }
+    let Some(hours) = squeeze_hours else { return };
+    if order == Order::ShuffleDay {
+        for day in timed.chunk_by_mut(|a, b| a.0 == b.0) {
+            let count = day.len() as i64;
+            for (k, (time, _)) in (0..).zip(day.iter_mut()) {
+                *time = *time - DAY_MS / 2 + (2 * k + 1) * DAY_MS / (2 * count);
+            }
+        }
+    } else {
+        timed.sort_by_key(|(time, _)| *time);
+    }
+    let (Some(first), Some(last)) = (timed.first().map(|t| t.0), timed.last().map(|t| t.0)) else { return };
+    let (span, target) = (i128::from(last - first).max(1), (hours * 3_600_000.0) as i128);
     for (time, _) in timed.iter_mut() {
-        *time = time.div_euclid(DAY_MS) * DAY_MS + DAY_MS / 2;
+        let squeezed = i128::from(*time - first) * target / span;
+        *time = first + i64::try_from(squeezed).unwrap_or(i64::MAX - first);
     }
-    timed.sort_by_cached_key(|(time, item)| (*time, stable_hash(format!("shuffle:{}", id(item)).as_bytes())));
+}
+
+/// A `--squeeze-hours` value: a positive number of hours.
+pub fn parse_squeeze_hours(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(hours) if hours.is_finite() && hours > 0.0 && hours <= 1e6 => Ok(hours),
+        _ => Err(format!("{text:?} is not a number of hours above 0 (at most 1e6)")),
+    }
 }
 
 /// Runs the job and prints a summary line.
@@ -63,7 +93,7 @@ pub fn run(job: &EvalArgs, model: &Arc<StaticModel>) -> anyhow::Result<()> {
         }
         timed.push((time, row));
     }
-    arrange(&mut timed, job.order, |&row| row.id.as_str());
+    arrange(&mut timed, job.order, job.squeeze_hours, |&row| row.id.as_str());
     // Every headline is kept, so that every one can be scored.
     // The default namespace's settings; retention is ignored: every
     // headline is kept.
@@ -171,4 +201,39 @@ fn write_lines(path: &Path, lines: impl Iterator<Item = serde_json::Value>) -> a
     }
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DAY_MS, Order, arrange};
+
+    const HOUR: i64 = DAY_MS / 24;
+
+    fn ids(timed: &[(i64, &str)]) -> Vec<String> {
+        timed.iter().map(|(_, id)| (*id).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_squeezed_replay_keeps_its_order_and_spans_the_hours_given() {
+        let mut timed: Vec<(i64, &str)> = vec![(10 * DAY_MS, "c"), (0, "a"), (DAY_MS, "b"), (40 * DAY_MS, "d")];
+        arrange(&mut timed, Order::File, Some(24.0), |id| id);
+        assert_eq!(ids(&timed), ["a", "b", "c", "d"]);
+        let times: Vec<i64> = timed.iter().map(|t| t.0).collect();
+        assert_eq!(times, [0, 36 * 60_000, 6 * HOUR, 24 * HOUR]);
+    }
+
+    #[test]
+    fn squeezed_days_are_spread_over_their_slot_in_shuffled_order() {
+        let rows: Vec<(i64, String)> =
+            (0..20).map(|i| (i / 10 * DAY_MS + (i % 10) * 60_000, format!("h{i}"))).collect();
+        let mut plain: Vec<(i64, &str)> = rows.iter().map(|(t, id)| (*t, id.as_str())).collect();
+        let mut squeezed = plain.clone();
+        arrange(&mut plain, Order::ShuffleDay, None, |id| id);
+        arrange(&mut squeezed, Order::ShuffleDay, Some(2.0), |id| id);
+        assert_eq!(ids(&plain), ids(&squeezed), "the same shuffled order");
+        let times: Vec<i64> = squeezed.iter().map(|t| t.0).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "no two at one instant: {times:?}");
+        assert_eq!(times.last().copied().unwrap_or_default() - times.first().copied().unwrap_or_default(), 2 * HOUR);
+        assert!(times[9] - times[0] < HOUR && times[10] - times[0] >= HOUR, "each day keeps its slot: {times:?}");
+    }
 }

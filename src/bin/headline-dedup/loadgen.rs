@@ -146,7 +146,8 @@ impl Spawned {
     }
 }
 
-/// How far each extra round through the file moves its times.
+/// How far each extra round through the file moves its times, unless the
+/// round is squeezed (then by the squeezed span).
 const ROUND_SHIFT: i64 = 92 * DAY_MS;
 
 /// The headlines to send, made on demand: the file's rows in replay order,
@@ -155,19 +156,22 @@ struct Feed {
     rows: Vec<Row>,
     /// Event time and row index of each position in one round.
     round: Vec<(i64, usize)>,
+    /// How far each round's times follow the one before.
+    shift: i64,
     /// Headlines in all (`None`: without end).
     total: Option<usize>,
 }
 
 impl Feed {
-    fn new(rows: Vec<Row>, order: Order, total: Option<usize>) -> anyhow::Result<Self> {
+    fn new(rows: Vec<Row>, order: Order, squeeze_hours: Option<f64>, total: Option<usize>) -> anyhow::Result<Self> {
         let mut round = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             round.push((row.published_millis()?.unwrap_or(NO_TIME), i));
         }
-        arrange(&mut round, order, |&i| rows[i].id.as_str());
+        arrange(&mut round, order, squeeze_hours, |&i| rows[i].id.as_str());
+        let shift = squeeze_hours.map_or(ROUND_SHIFT, |hours| (hours * 3_600_000.0) as i64 + 1);
         let total = if rows.is_empty() { Some(0) } else { total };
-        Ok(Self { rows, round, total })
+        Ok(Self { rows, round, shift, total })
     }
 
     fn headline(&self, position: usize) -> Option<pb::Headline> {
@@ -178,7 +182,7 @@ impl Feed {
         let round = position / self.round.len();
         let row = &self.rows[row];
         let id = if round == 0 { row.id.clone() } else { format!("r{round}-{}", row.id) };
-        Some(request_headline(row, id, Some(time + round as i64 * ROUND_SHIFT)))
+        Some(request_headline(row, id, Some(time + round as i64 * self.shift)))
     }
 
     /// The headlines at `range` that exist.
@@ -311,7 +315,7 @@ pub async fn run(job: &BenchArgs) -> anyhow::Result<LoadReport> {
     let duration = job.duration.map(Duration::from_secs);
     let total = if duration.is_some() { None } else { Some(job.total.unwrap_or(rows.len())) };
     let credentials = job.credentials.credentials();
-    let feed = Feed::new(rows, job.order, total)?;
+    let feed = Feed::new(rows, job.order, job.squeeze_hours, total)?;
     let spawned = match &job.addr {
         Some(_) => None,
         None => Some(Spawned::start(job.data_dir.clone(), &job.settings).await?),
