@@ -1,6 +1,7 @@
 //! Benchmarks of the clustering core on real headlines: normalisation, each
-//! embedder, the HNSW index (insert and search at 10k and 100k points), and
-//! the whole per-headline decision.
+//! embedder, the index (search of scanned segments; search and insert of
+//! HNSW segments of 100k and 400k points, a firehose's day), and the whole
+//! per-headline decision.
 //!
 //! Headlines come from `../shared/eval/uci-news-aggregator/dev.jsonl.zst`
 //! (set `HEADLINE_DEDUP_BENCH_DATA` to another file); without it the
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use headline_dedup::core::embed::{StaticModel, TermStats, embedder_for};
+use headline_dedup::core::embed::{StaticModel, TermStats, embedder_for, normalize_l2};
 use headline_dedup::core::engine::Engine;
 use headline_dedup::core::index::{FLAT_LIMIT, SegmentedIndex};
 use headline_dedup::core::normalize::{Normalized, normalize};
@@ -20,21 +21,30 @@ use headline_dedup::core::types::{DAY_MS, Headline, RawHeadline};
 use headline_dedup::core::vector::QuantizedVector;
 use headline_dedup::dataset::{Row, read_rows};
 
+/// Points of the largest segment measured; the file's headlines, and past
+/// them the normalised sums of two of them (a synthetic point between two
+/// real ones).
+const LARGEST_SEGMENT: usize = 400_000;
+
 fn rows(limit: usize) -> Vec<Row> {
+    let mut rows = all_rows();
+    assert!(rows.len() >= limit, "the headline file holds {} headlines; these benchmarks need {limit}", rows.len());
+    rows.truncate(limit);
+    rows
+}
+
+fn all_rows() -> Vec<Row> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let path = std::env::var_os("HEADLINE_DEDUP_BENCH_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| manifest.join("../shared/eval/uci-news-aggregator/dev.jsonl.zst"));
-    let mut rows = read_rows(&path).unwrap_or_else(|e| {
+    read_rows(&path).unwrap_or_else(|e| {
         panic!(
             "the benchmarks read real headlines from {}: {e:#} (put ../shared/eval beside the repository or set \
              HEADLINE_DEDUP_BENCH_DATA)",
             path.display()
         )
-    });
-    assert!(rows.len() >= limit, "{} holds {} headlines; these benchmarks need {limit}", path.display(), rows.len());
-    rows.truncate(limit);
-    rows
+    })
 }
 
 fn headline(row: &Row, id: String) -> Headline {
@@ -79,20 +89,25 @@ fn embedders(c: &mut Criterion) {
 fn index(c: &mut Criterion) {
     let model = Arc::new(StaticModel::bundled().expect("model"));
     let embedder = embedder_for(&Settings::default(), &model);
-    let rows = rows(100_000);
+    let rows = all_rows();
     let terms = TermStats::default();
-    let vectors: Vec<Vec<i8>> = rows
+    let embedded: Vec<Vec<f32>> = rows
         .iter()
         .map(|r| {
             let mut v = vec![0.0; embedder.dim()];
             embedder.embed(&normalize(&r.text, r.source.as_deref()), &terms, &mut v);
-            QuantizedVector::new(&v).values().to_vec()
+            v
         })
         .collect();
-    for size in [5_000usize, 10_000, 100_000] {
-        if size > vectors.len() {
-            continue;
-        }
+    assert!(!embedded.is_empty(), "no headlines to index");
+    let mut vectors: Vec<Vec<i8>> = embedded.iter().map(|v| QuantizedVector::new(v).values().to_vec()).collect();
+    for i in vectors.len()..LARGEST_SEGMENT {
+        let (a, b) = (&embedded[i % embedded.len()], &embedded[(i * 7919 + 1) % embedded.len()]);
+        let mut sum: Vec<f32> = a.iter().zip(b).map(|(x, y)| x + y).collect();
+        normalize_l2(&mut sum);
+        vectors.push(QuantizedVector::new(&sum).values().to_vec());
+    }
+    for size in [5_000usize, 10_000, 100_000, LARGEST_SEGMENT] {
         let mut index = SegmentedIndex::new(DAY_MS, embedder.dim());
         for (id, v) in vectors.iter().enumerate().take(size) {
             index.insert(id as u64, 0, v);

@@ -6,16 +6,19 @@
 //!
 //! A segment owns its points' vectors, back to back in insertion order
 //! (ascending ids): they are what a scan reads, the engine's only copy of
-//! an exemplar's vector, and what a graph is built from. The graph of a
-//! large segment is built lazily on its first search, so after a restart
-//! only the segments that are searched get one; building inserts the same
-//! points in the same order, so the segment answers as it did before
-//! (hnsw_rs seeds its level generator).
+//! an exemplar's vector, and what a graph is built from. A segment's graph
+//! grows with it, a little at every insert, so that no insert or search
+//! ever waits for a whole graph to be built: it starts when the segment
+//! passes half of [`FLAT_LIMIT`] and takes two points per point added, so
+//! it holds every point when the segment stops being scanned. The graph
+//! always holds a prefix of the points in insertion order, so a restart,
+//! which inserts the same points in the same order, builds the same graph
+//! and the segment answers as it did before (hnsw_rs seeds its level
+//! generator).
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::sync::OnceLock;
 
 use hnsw_rs::prelude::{Distance, Hnsw};
 
@@ -35,6 +38,14 @@ const MAX_LAYERS: usize = 16;
 /// scan of contiguous int8 vectors is exact, needs no graph memory and
 /// costs less than a graph's search plus insert (docs/performance.md).
 pub const FLAT_LIMIT: usize = 8192;
+/// A segment starts its graph when it holds more points than this.
+const GRAPH_START: usize = FLAT_LIMIT / 2;
+/// Points a segment of `len` points has in its graph: none up to
+/// [`GRAPH_START`], then two more for every point added, every point from
+/// [`FLAT_LIMIT`] on.
+fn graphed_points(len: usize) -> usize {
+    len.saturating_sub(GRAPH_START).saturating_mul(2).min(len)
+}
 /// A segment's vectors grow by an eighth of their number (at least this
 /// many points) at a time: little unused capacity in segments that stopped
 /// growing, few copies in those that grow.
@@ -80,29 +91,31 @@ struct Segment {
     ids: Vec<u64>,
     /// Their vectors, `dim` values each, in the order of `ids`.
     vectors: Vec<i8>,
-    /// The graph of every point, once a search needed it.
-    graph: OnceLock<Box<Graph>>,
+    /// The graph of the first `graphed` points, once the segment is large
+    /// enough to have one.
+    graph: Option<Box<Graph>>,
+    graphed: usize,
 }
 
 impl Segment {
-    fn rows(&self, dim: usize) -> impl Iterator<Item = (u64, &[i8])> {
-        self.ids.iter().copied().zip(self.vectors.chunks_exact(dim))
-    }
-
     fn is_scanned(&self) -> bool {
         self.ids.len() <= FLAT_LIMIT
     }
 
-    /// The graph of the segment's points, inserted in order.
-    fn graph(&self, dim: usize) -> &Graph {
-        self.graph.get_or_init(|| {
-            let graph =
-                Hnsw::new(MAX_CONNECTIONS, self.ids.len().max(FLAT_LIMIT), MAX_LAYERS, EF_CONSTRUCTION, UnitCosine);
-            for (id, v) in self.rows(dim) {
-                graph.insert_slice((v, id as usize));
-            }
-            Box::new(graph)
-        })
+    /// Inserts into the graph the points it should have at the segment's
+    /// size, in order.
+    fn grow_graph(&mut self, dim: usize) {
+        let target = graphed_points(self.ids.len());
+        if self.graphed >= target {
+            return;
+        }
+        let graph = self.graph.get_or_insert_with(|| {
+            Box::new(Hnsw::new(MAX_CONNECTIONS, FLAT_LIMIT, MAX_LAYERS, EF_CONSTRUCTION, UnitCosine))
+        });
+        for (id, v) in self.ids.iter().zip(self.vectors.chunks_exact(dim)).take(target).skip(self.graphed) {
+            graph.insert_slice((v, *id as usize));
+        }
+        self.graphed = target;
     }
 
     /// Appends a point whose id is above every id in the segment; `vector`
@@ -113,14 +126,12 @@ impl Segment {
         }
         self.ids.push(id);
         self.vectors.extend_from_slice(vector);
-        if let Some(graph) = self.graph.get() {
-            graph.insert_slice((vector, id as usize));
-        }
+        self.grow_graph(dim);
     }
 
     /// Removes the points of `ids` (ascending). A graph, which cannot lose
-    /// points, is dropped, to be built again from the points left on the
-    /// next search that needs it: the same graph a restart would build.
+    /// points, is built again from the points left: the same graph a
+    /// restart would build.
     fn remove(&mut self, ids: &[u64], dim: usize) {
         let keep: Vec<bool> = self.ids.iter().map(|id| ids.binary_search(id).is_err()).collect();
         if keep.iter().all(|&kept| kept) {
@@ -130,7 +141,8 @@ impl Segment {
         self.vectors = rows.flat_map(|(row, _)| row.iter().copied()).collect();
         let mut kept = keep.iter();
         self.ids.retain(|_| kept.next().copied().unwrap_or(true));
-        self.graph.take();
+        (self.graph, self.graphed) = (None, 0);
+        self.grow_graph(dim);
     }
 
     fn vector(&self, id: u64, dim: usize) -> Option<&[i8]> {
@@ -138,9 +150,11 @@ impl Segment {
         self.vectors.get(row * dim..(row + 1) * dim)
     }
 
-    /// The `k` best (id, cosine) of this segment's graph.
-    fn search_graph(&self, query: &[i8], k: usize, dim: usize) -> impl Iterator<Item = (u64, f32)> {
-        self.graph(dim).search(query, k, EF_SEARCH.max(k)).into_iter().map(|n| (n.d_id as u64, 1.0 - n.distance))
+    /// The `k` best (id, cosine) of this segment's graph, which holds
+    /// every point once the segment is not scanned.
+    fn search_graph(&self, query: &[i8], k: usize) -> impl Iterator<Item = (u64, f32)> {
+        let found = self.graph.as_ref().map(|graph| graph.search(query, k, EF_SEARCH.max(k)));
+        found.into_iter().flatten().map(|n| (n.d_id as u64, 1.0 - n.distance))
     }
 }
 
@@ -204,14 +218,6 @@ impl SegmentedIndex {
         self.segments.get(&self.bucket(time))?.vector(id, self.dim)
     }
 
-    /// Builds the graphs of the large segments that overlap `[from, to]`
-    /// (a search would build them on first use).
-    pub fn build(&self, from: Millis, to: Millis) {
-        for segment in self.overlapping(from, to).filter(|s| !s.is_scanned()) {
-            segment.graph(self.dim);
-        }
-    }
-
     fn overlapping(&self, from: Millis, to: Millis) -> impl Iterator<Item = &Segment> {
         self.segments.range(self.bucket(from)..=self.bucket(to)).map(|(_, s)| s)
     }
@@ -238,7 +244,7 @@ impl SegmentedIndex {
                 dots_i8(vector, &segment.vectors, &mut dots);
                 scanned.push(segment);
             } else {
-                found.extend(segment.search_graph(vector, k, self.dim));
+                found.extend(segment.search_graph(vector, k));
             }
         }
         let floor = kth_largest(&dots, k).min(DOT_OF_COSINE_ONE);
@@ -386,7 +392,6 @@ mod tests {
                 restarted.insert(id, 0, &unit(id, 8));
             }
         }
-        kept.build(0, 0);
         kept.remove(&[(42, 0)]);
         for probe in [7u64, 4321, n + 99] {
             let query = unit(probe, 8);
@@ -441,25 +446,34 @@ mod tests {
     }
 
     #[test]
-    fn a_large_segment_gets_a_graph_that_is_the_same_however_late_it_is_built() {
+    fn a_segment_grows_its_graph_a_little_at_every_insert_into_the_graph_built_in_one_go() {
         let n = FLAT_LIMIT as u64 + 300;
-        let mut early = SegmentedIndex::new(DAY_MS, 8);
-        let mut late = SegmentedIndex::new(DAY_MS, 8);
+        let mut index = SegmentedIndex::new(DAY_MS, 8);
+        let mut before = 0;
         for id in 0..n {
-            early.insert(id, 0, &unit(id, 8));
-            if id == FLAT_LIMIT as u64 + 1 {
-                early.build(0, 0);
+            index.insert(id, 0, &unit(id, 8));
+            let segment = index.segments.values().next().expect("one segment");
+            assert!(segment.graphed <= before + 2, "at most two graph inserts per insert");
+            assert_eq!(segment.graphed, graphed_points(segment.ids.len()));
+            before = segment.graphed;
+            if segment.ids.len() == GRAPH_START {
+                assert!(segment.graph.is_none(), "no graph while the segment is small");
             }
-            late.insert(id, 0, &unit(id, 8));
+            if segment.ids.len() == FLAT_LIMIT + 1 {
+                assert_eq!(segment.graphed, segment.ids.len(), "every point is in the graph once it is searched");
+            }
         }
-        let segment = early.segments.values().next().expect("one segment");
-        assert!(segment.graph.get().is_some());
-        assert!(late.segments.values().all(|s| s.graph.get().is_none()));
-        assert_eq!(early.len(), n as usize);
+        let whole = Hnsw::new(MAX_CONNECTIONS, FLAT_LIMIT, MAX_LAYERS, EF_CONSTRUCTION, UnitCosine);
+        for id in 0..n {
+            whole.insert_slice((unit(id, 8).as_slice(), id as usize));
+        }
         for probe in [5u64, 4321, n - 1] {
-            assert_eq!(early.search(&unit(probe, 8), 0, 0, 1)[0].0, probe);
+            assert_eq!(index.search(&unit(probe, 8), 0, 0, 1)[0].0, probe);
             let query = unit(probe + 50_000, 8);
-            assert_eq!(early.search(&query, 0, 0, 10), late.search(&query, 0, 0, 10));
+            let mut one_go: Vec<(u64, f32)> =
+                whole.search(&query, 10, EF_SEARCH).into_iter().map(|n| (n.d_id as u64, 1.0 - n.distance)).collect();
+            one_go.sort_by(best_first);
+            assert_eq!(index.search(&query, 0, 0, 10), one_go);
         }
     }
 }

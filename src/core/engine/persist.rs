@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use super::Engine;
 use super::book::StoryBook;
 use super::decide::{Note, Scores};
 use super::ledger::Record;
-use super::{Engine, windowed};
 use crate::core::embed::Embedder;
 use crate::core::error::CoreError;
 use crate::core::normalize::normalize;
@@ -163,8 +163,6 @@ impl Engine {
         }
         engine.next_seq = engine.next_seq.max(counters.next_seq);
         engine.watermark = engine.watermark.max(counters.watermark);
-        let (from, to) = windowed(engine.watermark, engine.watermark, engine.settings.story_window);
-        engine.index.build(from, to);
         Ok(engine)
     }
 
@@ -198,8 +196,6 @@ impl Engine {
         if let Some(cutoff) = self.settings.retention.map(|r| self.watermark.saturating_sub(r)) {
             self.index.drop_before(cutoff);
         }
-        let (from, to) = windowed(self.watermark, self.watermark, self.settings.story_window);
-        self.index.build(from, to);
         self.discard_changes();
         Ok(())
     }
