@@ -14,11 +14,15 @@
 //! always holds a prefix of the points in insertion order, so a restart,
 //! which inserts the same points in the same order, builds the same graph
 //! and the segment answers as it did before (hnsw_rs seeds its level
-//! generator).
+//! generator). A segment that loses points (a deletion, or the oldest
+//! segment as the retention period moves on) drops its graph, which is
+//! built again from the points left when the segment is next searched or
+//! grows: rarely, and only where it is needed.
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use hnsw_rs::prelude::{Distance, Hnsw};
 
@@ -92,9 +96,10 @@ struct Segment {
     /// Their vectors, `dim` values each, in the order of `ids`.
     vectors: Vec<i8>,
     /// The graph of the first `graphed` points, once the segment is large
-    /// enough to have one.
-    graph: Option<Box<Graph>>,
-    graphed: usize,
+    /// enough to have one (`graphed` is locked while points go in, so two
+    /// searches never insert the same point).
+    graph: OnceLock<Box<Graph>>,
+    graphed: Mutex<usize>,
 }
 
 impl Segment {
@@ -102,20 +107,29 @@ impl Segment {
         self.ids.len() <= FLAT_LIMIT
     }
 
+    /// The segment's graph, with at least the first `target` points in
+    /// it (inserted in order now if they are not).
+    fn graph_of(&self, target: usize, dim: usize) -> &Graph {
+        let graph = self
+            .graph
+            .get_or_init(|| Box::new(Hnsw::new(MAX_CONNECTIONS, FLAT_LIMIT, MAX_LAYERS, EF_CONSTRUCTION, UnitCosine)));
+        let mut graphed = self.graphed.lock().unwrap_or_else(PoisonError::into_inner);
+        if *graphed < target {
+            for (id, v) in self.ids.iter().zip(self.vectors.chunks_exact(dim)).take(target).skip(*graphed) {
+                graph.insert_slice((v, *id as usize));
+            }
+            *graphed = target;
+        }
+        graph
+    }
+
     /// Inserts into the graph the points it should have at the segment's
-    /// size, in order.
+    /// size.
     fn grow_graph(&mut self, dim: usize) {
         let target = graphed_points(self.ids.len());
-        if self.graphed >= target {
-            return;
+        if target > 0 {
+            self.graph_of(target, dim);
         }
-        let graph = self.graph.get_or_insert_with(|| {
-            Box::new(Hnsw::new(MAX_CONNECTIONS, FLAT_LIMIT, MAX_LAYERS, EF_CONSTRUCTION, UnitCosine))
-        });
-        for (id, v) in self.ids.iter().zip(self.vectors.chunks_exact(dim)).take(target).skip(self.graphed) {
-            graph.insert_slice((v, *id as usize));
-        }
-        self.graphed = target;
     }
 
     /// Appends a point whose id is above every id in the segment; `vector`
@@ -130,8 +144,9 @@ impl Segment {
     }
 
     /// Removes the points of `ids` (ascending). A graph, which cannot lose
-    /// points, is built again from the points left: the same graph a
-    /// restart would build.
+    /// points, is dropped, to be built again from the points left when the
+    /// segment is next searched or grows: the same graph a restart would
+    /// build.
     fn remove(&mut self, ids: &[u64], dim: usize) {
         let keep: Vec<bool> = self.ids.iter().map(|id| ids.binary_search(id).is_err()).collect();
         if keep.iter().all(|&kept| kept) {
@@ -141,8 +156,7 @@ impl Segment {
         self.vectors = rows.flat_map(|(row, _)| row.iter().copied()).collect();
         let mut kept = keep.iter();
         self.ids.retain(|_| kept.next().copied().unwrap_or(true));
-        (self.graph, self.graphed) = (None, 0);
-        self.grow_graph(dim);
+        (self.graph, self.graphed) = (OnceLock::new(), Mutex::new(0));
     }
 
     fn vector(&self, id: u64, dim: usize) -> Option<&[i8]> {
@@ -150,11 +164,10 @@ impl Segment {
         self.vectors.get(row * dim..(row + 1) * dim)
     }
 
-    /// The `k` best (id, cosine) of this segment's graph, which holds
-    /// every point once the segment is not scanned.
-    fn search_graph(&self, query: &[i8], k: usize) -> impl Iterator<Item = (u64, f32)> {
-        let found = self.graph.as_ref().map(|graph| graph.search(query, k, EF_SEARCH.max(k)));
-        found.into_iter().flatten().map(|n| (n.d_id as u64, 1.0 - n.distance))
+    /// The `k` best (id, cosine) of this segment's graph of every point.
+    fn search_graph(&self, query: &[i8], k: usize, dim: usize) -> impl Iterator<Item = (u64, f32)> {
+        let graph = self.graph_of(self.ids.len(), dim);
+        graph.search(query, k, EF_SEARCH.max(k)).into_iter().map(|n| (n.d_id as u64, 1.0 - n.distance))
     }
 }
 
@@ -244,7 +257,7 @@ impl SegmentedIndex {
                 dots_i8(vector, &segment.vectors, &mut dots);
                 scanned.push(segment);
             } else {
-                found.extend(segment.search_graph(vector, k));
+                found.extend(segment.search_graph(vector, k, self.dim));
             }
         }
         let floor = kth_largest(&dots, k).min(DOT_OF_COSINE_ONE);
@@ -393,6 +406,8 @@ mod tests {
             }
         }
         kept.remove(&[(42, 0)]);
+        let segment = kept.segments.values().next().expect("one segment");
+        assert!(segment.graph.get().is_none(), "the graph waits for the next search");
         for probe in [7u64, 4321, n + 99] {
             let query = unit(probe, 8);
             assert_eq!(kept.search(&query, 0, 0, 10), restarted.search(&query, 0, 0, 10));
@@ -453,14 +468,15 @@ mod tests {
         for id in 0..n {
             index.insert(id, 0, &unit(id, 8));
             let segment = index.segments.values().next().expect("one segment");
-            assert!(segment.graphed <= before + 2, "at most two graph inserts per insert");
-            assert_eq!(segment.graphed, graphed_points(segment.ids.len()));
-            before = segment.graphed;
+            let graphed = *segment.graphed.lock().expect("graphed");
+            assert!(graphed <= before + 2, "at most two graph inserts per insert");
+            assert_eq!(graphed, graphed_points(segment.ids.len()));
+            before = graphed;
             if segment.ids.len() == GRAPH_START {
-                assert!(segment.graph.is_none(), "no graph while the segment is small");
+                assert!(segment.graph.get().is_none(), "no graph while the segment is small");
             }
             if segment.ids.len() == FLAT_LIMIT + 1 {
-                assert_eq!(segment.graphed, segment.ids.len(), "every point is in the graph once it is searched");
+                assert_eq!(graphed, segment.ids.len(), "every point is in the graph once it is searched");
             }
         }
         let whole = Hnsw::new(MAX_CONNECTIONS, FLAT_LIMIT, MAX_LAYERS, EF_CONSTRUCTION, UnitCosine);
