@@ -12,7 +12,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use crate::api::{DedupApi, Forwarder, Limits};
+use crate::api::{DedupApi, Forwarder, Limits, Peers};
 use crate::app::App;
 use crate::edge::{AuthLayer, GrpcEdgeLayer, Routes};
 use crate::pb;
@@ -112,11 +112,12 @@ pub async fn serve(
     };
     let reflection_v1 = reflection(tonic_reflection::server::Builder::configure()).build_v1()?;
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure()).build_v1alpha()?;
-    let forwarder = Forwarder::new(
-        options.auth_token.clone(),
-        options.tls.is_some().then_some(options.peer_ca.clone()),
-        options.leader_wait,
-    );
+    let peers = match (&options.tls, &options.peer_ca) {
+        (None, _) => Peers::Plaintext,
+        (Some(_), Some(ca)) => Peers::Tls(ca.clone()),
+        (Some(_), None) => Peers::Unverifiable,
+    };
+    let forwarder = Forwarder::new(options.auth_token.clone(), peers, options.leader_wait);
     let dedup = DedupServiceServer::new(DedupApi::new(app, options.limits, forwarder))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)

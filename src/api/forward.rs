@@ -30,12 +30,23 @@ fn forward_timeout(items: usize) -> Duration {
     Duration::from_secs(1) + Duration::from_millis(items as u64)
 }
 
+/// How this node reaches the other nodes.
+#[derive(Debug, Clone)]
+pub enum Peers {
+    /// In plaintext: the nodes do not serve TLS.
+    Plaintext,
+    /// Over TLS, verified with this CA certificate (a PEM file).
+    Tls(PathBuf),
+    /// The nodes serve TLS and this one has no CA certificate to verify the
+    /// others with: a write that another node leads names the leader.
+    Unverifiable,
+}
+
 /// Clients of the other nodes, and how long a write waits for a leader.
 #[derive(Debug)]
 pub struct Forwarder {
     credentials: Credentials,
-    /// Forwarding is off when the nodes speak TLS and this node has no CA
-    /// to verify another's certificate with: a write then names the leader.
+    /// Off for [`Peers::Unverifiable`].
     enabled: bool,
     wait: Duration,
     clients: Mutex<HashMap<String, Client>>,
@@ -50,14 +61,15 @@ pub enum Attempt<T> {
 }
 
 impl Forwarder {
-    /// Forwards with `auth_token` (the cluster's shared token) and, when
-    /// the nodes serve TLS (`tls` is `Some`), over TLS verified with the CA
-    /// certificate it names (without one, nothing is forwarded), waiting up
-    /// to `wait` for a leader.
-    pub fn new(auth_token: Option<String>, tls: Option<Option<PathBuf>>, wait: Duration) -> Self {
-        let enabled = tls.as_ref().is_none_or(Option::is_some);
-        let credentials = Credentials { tls_ca: tls.flatten(), auth_token };
-        Self { credentials, enabled, wait, clients: Mutex::default() }
+    /// Forwards to `peers` with `auth_token` (the cluster's shared token),
+    /// waiting up to `wait` for a leader.
+    pub fn new(auth_token: Option<String>, peers: Peers, wait: Duration) -> Self {
+        let enabled = !matches!(peers, Peers::Unverifiable);
+        let tls_ca = match peers {
+            Peers::Tls(ca) => Some(ca),
+            Peers::Plaintext | Peers::Unverifiable => None,
+        };
+        Self { credentials: Credentials { tls_ca, auth_token }, enabled, wait, clients: Mutex::default() }
     }
 
     /// When a write that started now gives up waiting for a leader.

@@ -23,8 +23,8 @@ use crate::pb;
 use crate::pb::dedup_service_server::DedupService;
 
 pub use convert::{headlines, kind_from_pb, millis, timestamp};
-pub use forward::Forwarder;
 use forward::{Attempt, FORWARDED};
+pub use forward::{Forwarder, Peers};
 
 /// Limits applied to requests.
 #[derive(Debug, Clone, Copy)]
