@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use headline_dedup::client::Credentials;
+use headline_dedup::core::types::Millis;
 
 use crate::eval::Order;
 use crate::loadgen::Mode;
@@ -160,8 +161,8 @@ pub struct EvalArgs {
     pub order: Order,
     /// Squeeze the replay's times into this many hours (linearly, in
     /// replay order), to cluster the same headlines at a higher density.
-    #[arg(long, value_parser = crate::eval::parse_squeeze_hours)]
-    pub squeeze_hours: Option<f64>,
+    #[arg(long = "squeeze-hours", value_name = "HOURS", value_parser = crate::eval::parse_squeeze_hours)]
+    pub squeeze: Option<Millis>,
     /// Where to write the {"id","cluster"} predictions.
     #[arg(long)]
     pub out: PathBuf,
@@ -233,8 +234,8 @@ pub struct BenchArgs {
     /// Squeeze one round's times into this many hours (linearly, in replay
     /// order; the next round follows it), as if the feed were that much
     /// denser.
-    #[arg(long, value_parser = crate::eval::parse_squeeze_hours)]
-    pub squeeze_hours: Option<f64>,
+    #[arg(long = "squeeze-hours", value_name = "HOURS", value_parser = crate::eval::parse_squeeze_hours)]
+    pub squeeze: Option<Millis>,
     /// Concurrent clients, one connection each.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,

@@ -40,19 +40,20 @@ pub const NO_TIME: Millis = DAY_MS / 2;
 /// day by a hash of the item's id, so that the result does not depend on
 /// the file's order within a day.
 ///
-/// With `squeeze_hours`, the replay is then sorted by time and its times
-/// mapped linearly from the first onto that many hours, as if a feed of
+/// With `squeeze` (a span in milliseconds, [`parse_squeeze_hours`]), the
+/// replay is then sorted by time and its times mapped linearly from the
+/// first onto that span, as if a feed of
 /// the same headlines were that much denser. After `ShuffleDay` each day's
 /// headlines are first spread evenly over their day in shuffled order, so
 /// that no instant of the squeezed replay holds a whole day.
-pub fn arrange<'a, T>(timed: &mut [(Millis, T)], order: Order, squeeze_hours: Option<f64>, id: impl Fn(&T) -> &'a str) {
+pub fn arrange<'a, T>(timed: &mut [(Millis, T)], order: Order, squeeze: Option<Millis>, id: impl Fn(&T) -> &'a str) {
     if order == Order::ShuffleDay {
         for (time, _) in timed.iter_mut() {
             *time = time.div_euclid(DAY_MS) * DAY_MS + DAY_MS / 2;
         }
         timed.sort_by_cached_key(|(time, item)| (*time, stable_hash(format!("shuffle:{}", id(item)).as_bytes())));
     }
-    let Some(hours) = squeeze_hours else { return };
+    let Some(target) = squeeze else { return };
     if order == Order::ShuffleDay {
         for day in timed.chunk_by_mut(|a, b| a.0 == b.0) {
             let count = day.len() as i64;
@@ -64,17 +65,17 @@ pub fn arrange<'a, T>(timed: &mut [(Millis, T)], order: Order, squeeze_hours: Op
         timed.sort_by_key(|(time, _)| *time);
     }
     let (Some(first), Some(last)) = (timed.first().map(|t| t.0), timed.last().map(|t| t.0)) else { return };
-    let (span, target) = (i128::from(last - first).max(1), (hours * 3_600_000.0) as i128);
+    let span = i128::from(last - first).max(1);
     for (time, _) in timed.iter_mut() {
-        let squeezed = i128::from(*time - first) * target / span;
+        let squeezed = i128::from(*time - first) * i128::from(target) / span;
         *time = first + i64::try_from(squeezed).unwrap_or(i64::MAX - first);
     }
 }
 
-/// A `--squeeze-hours` value: a positive number of hours.
-pub fn parse_squeeze_hours(text: &str) -> Result<f64, String> {
+/// A `--squeeze-hours` value, a positive number of hours, in milliseconds.
+pub fn parse_squeeze_hours(text: &str) -> Result<Millis, String> {
     match text.parse::<f64>() {
-        Ok(hours) if hours.is_finite() && hours > 0.0 && hours <= 1e6 => Ok(hours),
+        Ok(hours) if hours.is_finite() && hours > 0.0 && hours <= 1e6 => Ok((hours * 3_600_000.0) as Millis),
         _ => Err(format!("{text:?} is not a number of hours above 0 (at most 1e6)")),
     }
 }
@@ -93,7 +94,7 @@ pub fn run(job: &EvalArgs, model: &Arc<StaticModel>) -> anyhow::Result<()> {
         }
         timed.push((time, row));
     }
-    arrange(&mut timed, job.order, job.squeeze_hours, |&row| row.id.as_str());
+    arrange(&mut timed, job.order, job.squeeze, |&row| row.id.as_str());
     // Every headline is kept, so that every one can be scored.
     // The default namespace's settings; retention is ignored: every
     // headline is kept.
@@ -216,7 +217,7 @@ mod tests {
     #[test]
     fn a_squeezed_replay_keeps_its_order_and_spans_the_hours_given() {
         let mut timed: Vec<(i64, &str)> = vec![(10 * DAY_MS, "c"), (0, "a"), (DAY_MS, "b"), (40 * DAY_MS, "d")];
-        arrange(&mut timed, Order::File, Some(24.0), |id| id);
+        arrange(&mut timed, Order::File, Some(24 * HOUR), |id| id);
         assert_eq!(ids(&timed), ["a", "b", "c", "d"]);
         let times: Vec<i64> = timed.iter().map(|t| t.0).collect();
         assert_eq!(times, [0, 36 * 60_000, 6 * HOUR, 24 * HOUR]);
@@ -229,7 +230,7 @@ mod tests {
         let mut plain: Vec<(i64, &str)> = rows.iter().map(|(t, id)| (*t, id.as_str())).collect();
         let mut squeezed = plain.clone();
         arrange(&mut plain, Order::ShuffleDay, None, |id| id);
-        arrange(&mut squeezed, Order::ShuffleDay, Some(2.0), |id| id);
+        arrange(&mut squeezed, Order::ShuffleDay, Some(2 * HOUR), |id| id);
         assert_eq!(ids(&plain), ids(&squeezed), "the same shuffled order");
         let times: Vec<i64> = squeezed.iter().map(|t| t.0).collect();
         assert!(times.windows(2).all(|w| w[0] < w[1]), "no two at one instant: {times:?}");

@@ -163,13 +163,13 @@ struct Feed {
 }
 
 impl Feed {
-    fn new(rows: Vec<Row>, order: Order, squeeze_hours: Option<f64>, total: Option<usize>) -> anyhow::Result<Self> {
+    fn new(rows: Vec<Row>, order: Order, squeeze: Option<i64>, total: Option<usize>) -> anyhow::Result<Self> {
         let mut round = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             round.push((row.published_millis()?.unwrap_or(NO_TIME), i));
         }
-        arrange(&mut round, order, squeeze_hours, |&i| rows[i].id.as_str());
-        let shift = squeeze_hours.map_or(ROUND_SHIFT, |hours| (hours * 3_600_000.0) as i64 + 1);
+        arrange(&mut round, order, squeeze, |&i| rows[i].id.as_str());
+        let shift = squeeze.map_or(ROUND_SHIFT, |span| span + 1);
         let total = if rows.is_empty() { Some(0) } else { total };
         Ok(Self { rows, round, shift, total })
     }
@@ -315,7 +315,7 @@ pub async fn run(job: &BenchArgs) -> anyhow::Result<LoadReport> {
     let duration = job.duration.map(Duration::from_secs);
     let total = if duration.is_some() { None } else { Some(job.total.unwrap_or(rows.len())) };
     let credentials = job.credentials.credentials();
-    let feed = Feed::new(rows, job.order, job.squeeze_hours, total)?;
+    let feed = Feed::new(rows, job.order, job.squeeze, total)?;
     let spawned = match &job.addr {
         Some(_) => None,
         None => Some(Spawned::start(job.data_dir.clone(), &job.settings).await?),
