@@ -41,7 +41,7 @@ impl Row {
 
 /// Parses an RFC 3339 time such as `2014-03-10T16:52:50.698Z`.
 pub fn parse_rfc3339(text: &str) -> anyhow::Result<Millis> {
-    let ts: prost_types::Timestamp = text.parse().with_context(|| format!("invalid RFC 3339 time {text:?}"))?;
+    let ts: crate::pb::wkt::Timestamp = text.parse().with_context(|| format!("invalid RFC 3339 time {text:?}"))?;
     crate::api::millis(&ts).map_err(|reason| anyhow::anyhow!("time {text:?}: {reason}"))
 }
 

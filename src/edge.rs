@@ -21,6 +21,7 @@ use tonic::codegen::http::{HeaderMap, HeaderValue, Request, Response, header};
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
+use crate::api::json;
 use crate::telemetry::{GRPC_HANDLED, GRPC_SECONDS, GRPC_STARTED};
 
 /// The name go-grpc-prometheus gives a status code.
@@ -95,6 +96,9 @@ impl Routes {
     /// The service and method of `path`, or `unknown` for both if the
     /// server has no such route.
     fn labels<'p>(&self, path: &'p str) -> (&'p str, &'p str) {
+        if json::is_bulk(path) {
+            return json::BULK_LABELS;
+        }
         if !self.0.contains(path) {
             return (UNKNOWN, UNKNOWN);
         }
@@ -156,7 +160,9 @@ where
                     return Err(error);
                 }
             };
-            if let Some(code) = grpc_status(response.headers_mut()) {
+            if let Some(&json::CallCode(code)) = response.extensions().get() {
+                call.finish(code);
+            } else if let Some(code) = grpc_status(response.headers_mut()) {
                 call.finish(code);
             }
             Ok(response.map(|body| EdgeBody { inner: body, call }))
@@ -318,8 +324,12 @@ where
             let response = self.inner.call(request);
             Box::pin(async move { Ok(response.await?.map(tonic::body::Body::new)) })
         } else {
-            let refused =
-                Status::unauthenticated("this call needs an authorization: Bearer <token> header").into_http();
+            let status = Status::unauthenticated("this call needs an authorization: Bearer <token> header");
+            let refused = if json::is_grpc(request.headers()) {
+                status.into_http()
+            } else {
+                json::refusal(request.uri().path(), status)
+            };
             Box::pin(std::future::ready(Ok(refused)))
         }
     }

@@ -1,5 +1,6 @@
-//! Wiring of the gRPC server: the service, health, reflection (v1 and
-//! v1alpha), compression, message limits and an orderly shutdown.
+//! Wiring of the gRPC server: the service (in gRPC, and in JSON over HTTP on
+//! the same address), health, reflection (v1 and v1alpha), compression,
+//! message limits and an orderly shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
+use crate::api::json::{self, DedupHttp};
 use crate::api::{DedupApi, Forwarder, Limits, Peers};
 use crate::app::App;
 use crate::edge::{AuthLayer, GrpcEdgeLayer, Routes};
@@ -118,17 +120,26 @@ pub async fn serve(
         (Some(_), None) => Peers::Unverifiable,
     };
     let forwarder = Forwarder::new(options.auth_token.clone(), peers, options.leader_wait);
-    let dedup = DedupServiceServer::new(DedupApi::new(app, options.limits, forwarder))
+    let api = DedupApi::new(app, options.limits, forwarder);
+    let dedup = DedupServiceServer::new(api.clone())
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
+    let mut services = tonic::service::Routes::builder();
+    services
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(DedupHttp::new(dedup, api.clone(), options.max_message_bytes));
+    let services = services.routes().into_axum_router().merge(json::bulk_router(api, options.max_message_bytes));
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     // Small answers go out at once: without TCP_NODELAY a reply's last
     // frame can wait for the client's delayed acknowledgement (~40 ms).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = Server::builder();
+    // HTTP/1.1 too, for JSON clients such as curl.
+    let mut builder = Server::builder().accept_http1(true);
     if let Some(identity) = options.tls {
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
@@ -136,10 +147,7 @@ pub async fn serve(
         builder
             .layer(AuthLayer::new(options.auth_token.as_deref()))
             .layer(GrpcEdgeLayer::new(Arc::new(routes)))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(dedup)
+            .add_routes(tonic::service::Routes::from(services))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             }),

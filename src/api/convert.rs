@@ -1,7 +1,7 @@
 //! Conversions between the generated protobuf types and the core's types,
 //! and the validation that happens on the way in.
 
-use prost_types::Timestamp;
+use crate::pb::wkt::Timestamp;
 
 use crate::app::AppError;
 use crate::core::types::{

@@ -4,6 +4,7 @@
 
 mod convert;
 mod forward;
+pub mod json;
 mod page_token;
 
 use std::pin::Pin;
@@ -308,7 +309,7 @@ impl DedupService for DedupApi {
     ) -> Result<Response<pb::ListStoriesResponse>, Status> {
         let request = request.into_inner();
         let namespace = namespace_or_default(&request.namespace)?.to_owned();
-        let time = |ts: &Option<prost_types::Timestamp>, field: &str| {
+        let time = |ts: &Option<pb::wkt::Timestamp>, field: &str| {
             ts.as_ref().map(|t| convert::millis(t).map_err(|reason| AppError::invalid(field, reason))).transpose()
         };
         let order = match pb::StoryOrder::try_from(request.order) {

@@ -2,8 +2,8 @@
 //! error naming the field, the rest of the batch proceeds and the server
 //! stays up.
 
+use headline_dedup::pb::wkt::Timestamp;
 use headline_dedup::pb::{self, MatchKind};
-use prost_types::Timestamp;
 use tonic::Code;
 use tonic::codegen::http::uri::PathAndQuery;
 

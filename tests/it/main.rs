@@ -7,6 +7,7 @@ mod chaos;
 mod cli;
 mod durability;
 mod grpc;
+mod json;
 mod operations;
 mod overload;
 mod postgres;

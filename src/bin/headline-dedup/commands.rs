@@ -275,7 +275,7 @@ fn assignment_json(a: &pb::Assignment) -> serde_json::Value {
 }
 
 /// A time as `YYYY-MM-DD HH:MMZ`.
-fn minute(time: Option<&prost_types::Timestamp>) -> String {
+fn minute(time: Option<&pb::wkt::Timestamp>) -> String {
     time.map(|t| {
         let text = t.to_string();
         format!("{}Z", text.get(..16).unwrap_or(&text).replacen('T', " ", 1))

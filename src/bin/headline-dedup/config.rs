@@ -94,7 +94,8 @@ pub struct ServeArgs {
     /// load).
     #[arg(long, env = "HEADLINE_DEDUP_MAX_NAMESPACES", default_value_t = headline_dedup::app::DEFAULT_MAX_NAMESPACES, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_namespaces: u32,
-    /// Largest gRPC message accepted or sent, in bytes.
+    /// Largest message accepted or sent, in bytes: a gRPC message, or the
+    /// body of a JSON call.
     #[arg(long, env = "HEADLINE_DEDUP_MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
     pub max_message_bytes: u32,
     /// Seconds that in-flight calls may run after SIGTERM before the
