@@ -249,23 +249,44 @@ impl<B: Body + Unpin> Body for EdgeBody<B> {
 /// Calls to these paths need no token: orchestrators probe health.
 const OPEN_PATH_PREFIX: &str = "/grpc.health.v1.Health/";
 
+/// What a call may do, as the token it carried says; [`AuthLayer`] puts it
+/// in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Everything: no tokens are configured, or the call carried the
+    /// admin token.
+    Admin,
+    /// Everything but administration (`Backup`): the call carried the
+    /// ordinary token.
+    Client,
+}
+
 /// Requires `authorization: Bearer TOKEN` on every call but health checks;
-/// without a token configured, lets everything through.
+/// without a token configured, lets everything through. The admin token,
+/// if one is configured, is accepted too and also allows administration.
 #[derive(Clone, Default)]
 pub struct AuthLayer {
     expected: Option<Arc<[u8]>>,
+    admin: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for AuthLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthLayer").field("enabled", &self.expected.is_some()).finish()
+        f.debug_struct("AuthLayer")
+            .field("enabled", &self.expected.is_some())
+            .field("admin", &self.admin.is_some())
+            .finish()
     }
 }
 
+fn bearer(token: &str) -> Arc<[u8]> {
+    Arc::from(format!("Bearer {token}").into_bytes())
+}
+
 impl AuthLayer {
-    /// Checks for `token`, if any.
-    pub fn new(token: Option<&str>) -> Self {
-        Self { expected: token.map(|t| Arc::from(format!("Bearer {t}").into_bytes())) }
+    /// Checks for `token`, if any, and accepts `admin` as well.
+    pub fn new(token: Option<&str>, admin: Option<&str>) -> Self {
+        Self { expected: token.map(bearer), admin: admin.map(bearer) }
     }
 }
 
@@ -273,7 +294,7 @@ impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Auth { inner, expected: self.expected.clone() }
+        Auth { inner, expected: self.expected.clone(), admin: self.admin.clone() }
     }
 }
 
@@ -282,6 +303,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct Auth<S> {
     inner: S,
     expected: Option<Arc<[u8]>>,
+    admin: Option<Arc<[u8]>>,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Auth<S> {
@@ -291,15 +313,18 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Auth<S> {
 }
 
 impl<S> Auth<S> {
-    /// Whether the request may pass; the token is compared in constant
-    /// time.
-    fn admits<B>(&self, request: &Request<B>) -> bool {
-        let Some(expected) = &self.expected else { return true };
-        if request.uri().path().starts_with(OPEN_PATH_PREFIX) {
-            return true;
-        }
+    /// What the request may do, or `None` if it may not pass; tokens are
+    /// compared in constant time.
+    fn access<B>(&self, request: &Request<B>) -> Option<Access> {
+        let Some(expected) = &self.expected else { return Some(Access::Admin) };
         let presented = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes).unwrap_or_default();
-        bool::from(presented.ct_eq(expected))
+        if self.admin.as_ref().is_some_and(|admin| bool::from(presented.ct_eq(admin))) {
+            return Some(Access::Admin);
+        }
+        if bool::from(presented.ct_eq(expected)) || request.uri().path().starts_with(OPEN_PATH_PREFIX) {
+            return Some(Access::Client);
+        }
+        None
     }
 }
 
@@ -319,8 +344,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        if self.admits(&request) {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        if let Some(access) = self.access(&request) {
+            request.extensions_mut().insert(access);
             let response = self.inner.call(request);
             Box::pin(async move { Ok(response.await?.map(tonic::body::Body::new)) })
         } else {

@@ -37,6 +37,9 @@ pub struct ServerOptions {
     pub peer_ca: Option<std::path::PathBuf>,
     /// The bearer token every call but health checks must carry.
     pub auth_token: Option<String>,
+    /// The bearer token that administration (`Backup`) needs when tokens
+    /// are on; it is accepted wherever the ordinary one is.
+    pub admin_token: Option<String>,
     /// How long a write on a node that does not lead its namespace waits
     /// for a leader to forward it to (PostgreSQL), before UNAVAILABLE.
     pub leader_wait: Duration,
@@ -120,7 +123,7 @@ pub async fn serve(
         (Some(_), None) => Peers::Unverifiable,
     };
     let forwarder = Forwarder::new(options.auth_token.clone(), peers, options.leader_wait);
-    let api = DedupApi::new(app, options.limits, forwarder);
+    let api = DedupApi::new(app, options.limits, forwarder).with_max_message_bytes(options.max_message_bytes);
     let dedup = DedupServiceServer::new(api.clone())
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
@@ -145,7 +148,7 @@ pub async fn serve(
     }
     let server = tokio::spawn(
         builder
-            .layer(AuthLayer::new(options.auth_token.as_deref()))
+            .layer(AuthLayer::new(options.auth_token.as_deref(), options.admin_token.as_deref()))
             .layer(GrpcEdgeLayer::new(Arc::new(routes)))
             .add_routes(tonic::service::Routes::from(services))
             .serve_with_incoming_shutdown(incoming, async {

@@ -351,6 +351,7 @@ async fn connect_unary(
         "DeleteHeadlines" => codec.encode(api.delete_headlines(call.with(codec.decode(&body)?)).await),
         "GetStats" => codec.encode(api.get_stats(call.with(codec.decode(&body)?)).await),
         "IngestStream" => Err(Status::unimplemented("IngestStream is a streaming RPC: use gRPC, or Ingest").into()),
+        "Backup" => Err(Status::unimplemented("Backup is a streaming RPC: use gRPC (headline-dedup backup)").into()),
         other => Err(Failure::new(StatusCode::NOT_FOUND, Status::unimplemented(format!("no method {other:?}")))),
     }?;
     Ok(response(StatusCode::OK, answer, codec.content_type(), Code::Ok))

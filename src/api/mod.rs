@@ -20,8 +20,10 @@ use tracing::{Instrument, debug, info_span};
 
 use crate::app::{App, AppError, ErrorCode, namespace_or_default, validate_namespace};
 use crate::core::types::{StoryOrder, StoryQuery};
+use crate::edge::Access;
 use crate::pb;
 use crate::pb::dedup_service_server::DedupService;
+use crate::store::Snapshot;
 
 pub use convert::{headlines, kind_from_pb, millis, timestamp};
 use forward::{Attempt, FORWARDED};
@@ -46,6 +48,8 @@ const DEFAULT_CANDIDATES: usize = 10;
 const MAX_CANDIDATES: usize = 100;
 /// Responses buffered per IngestStream before the stream stops reading.
 const STREAM_BUFFER: usize = 4;
+/// The largest piece of a backup file in one response.
+const BACKUP_PIECE: usize = 256 * 1024;
 
 /// The `DedupService` implementation.
 #[derive(Debug, Clone)]
@@ -54,13 +58,27 @@ pub struct DedupApi {
     limits: Limits,
     admission: Arc<Semaphore>,
     forwarder: Arc<Forwarder>,
+    /// The bytes of a backup file sent per response.
+    backup_piece: usize,
 }
 
 impl DedupApi {
     /// Serves `app` with `limits`, sending writes for namespaces another
     /// node leads through `forwarder`.
     pub fn new(app: Arc<App>, limits: Limits, forwarder: Forwarder) -> Self {
-        Self { app, limits, admission: Arc::new(Semaphore::new(limits.max_pending)), forwarder: Arc::new(forwarder) }
+        Self {
+            app,
+            limits,
+            admission: Arc::new(Semaphore::new(limits.max_pending)),
+            forwarder: Arc::new(forwarder),
+            backup_piece: BACKUP_PIECE,
+        }
+    }
+
+    /// Sends responses of at most `max` bytes (backup pieces fit in half).
+    pub fn with_max_message_bytes(mut self, max: usize) -> Self {
+        self.backup_piece = (max / 2).clamp(1, BACKUP_PIECE);
+        self
     }
 }
 
@@ -202,6 +220,38 @@ impl DedupApi {
 }
 
 type IngestStreamResponseStream = Pin<Box<dyn Stream<Item = Result<pb::IngestStreamResponse, Status>> + Send>>;
+type BackupResponseStream = Pin<Box<dyn Stream<Item = Result<pb::BackupResponse, Status>> + Send>>;
+
+/// Sends the backup file in `dir` in pieces of `piece` bytes, then what it
+/// holds; the directory goes when the stream ends.
+fn send_backup(
+    dir: tempfile::TempDir,
+    snapshot: Snapshot,
+    piece: usize,
+    tx: &mpsc::Sender<Result<pb::BackupResponse, Status>>,
+) -> std::io::Result<()> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(dir.path().join(crate::store::DB_FILE))?;
+    let bytes = file.metadata()?.len();
+    let mut buffer = vec![0; piece];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        let data = buffer.get(..read).unwrap_or_default().to_vec();
+        if tx.blocking_send(Ok(pb::BackupResponse { data, summary: None })).is_err() {
+            return Ok(());
+        }
+    }
+    let summary = pb::BackupSummary {
+        namespaces: u32::try_from(snapshot.namespaces).unwrap_or(u32::MAX),
+        headlines: snapshot.headlines,
+        bytes,
+    };
+    let _ = tx.blocking_send(Ok(pb::BackupResponse { data: Vec::new(), summary: Some(summary) }));
+    Ok(())
+}
 
 #[tonic::async_trait]
 impl DedupService for DedupApi {
@@ -378,6 +428,30 @@ impl DedupService for DedupApi {
                 Attempt::Again => Forwarder::pause().await,
             }
         }
+    }
+
+    type BackupStream = BackupResponseStream;
+
+    async fn backup(&self, request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        if request.extensions().get::<Access>() != Some(&Access::Admin) {
+            return Err(Status::permission_denied("Backup needs the admin token (serve --admin-token)"));
+        }
+        let app = Arc::clone(&self.app);
+        let (dir, snapshot) = self
+            .run(move || {
+                let dir = app.backup_dir()?;
+                let snapshot = app.back_up(dir.path())?;
+                Ok((dir, snapshot))
+            })
+            .await?;
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let piece = self.backup_piece;
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = send_backup(dir, snapshot, piece, &tx) {
+                let _ = tx.blocking_send(Err(Status::internal(format!("cannot read the backup file: {e}"))));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Result<Response<pb::GetStatsResponse>, Status> {

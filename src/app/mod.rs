@@ -18,6 +18,7 @@ pub use settings_book::SettingsBook;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use queue::{Queue, Reply};
@@ -31,7 +32,7 @@ use crate::core::types::{
     Assignment, Candidate, Headline, ItemError, Stats, StoredHeadline, StoryCursor, StoryId, StoryOrder, StoryQuery,
     StoryView,
 };
-use crate::store::{Lead, Records, Store, StoreError, StoredNamespace, panic_message};
+use crate::store::{Lead, Records, Snapshot, Store, StoreError, StoredNamespace, panic_message};
 use crate::telemetry;
 
 /// The namespace used when a request names none.
@@ -688,6 +689,28 @@ impl App {
         let mut names: Vec<String> = self.namespaces.read().map_err(poisoned)?.keys().cloned().collect();
         names.sort();
         Ok(names)
+    }
+
+    /// A new directory for a backup, removed when the handle drops.
+    pub fn backup_dir(&self) -> Result<tempfile::TempDir, AppError> {
+        let scratch = self.store.scratch_dir();
+        tempfile::Builder::new()
+            .prefix(".backup-")
+            .tempdir_in(&scratch)
+            .map_err(|e| AppError::Internal(format!("cannot make a backup directory in {}: {e}", scratch.display())))
+    }
+
+    /// Writes a snapshot of every namespace into an embedded store in
+    /// `dir` (see [`Store::back_up`]), then reads it back as `serve` reads
+    /// a data directory at start: what it holds, or why it is unusable.
+    pub fn back_up(&self, dir: &Path) -> Result<Snapshot, AppError> {
+        let written = self.store.back_up(dir).map_err(AppError::store)?;
+        let read = Store::verify_backup(dir).map_err(AppError::store)?;
+        if read != written {
+            return Err(AppError::Internal(format!("the backup reads back as {read:?}, not the {written:?} written")));
+        }
+        info!(namespaces = written.namespaces, headlines = written.headlines, "backup written and verified");
+        Ok(written)
     }
 
     /// Counters of one namespace, or of all (by name) when `namespace` is

@@ -185,6 +185,18 @@ pub struct StoredNamespace {
     pub version: u64,
 }
 
+/// What a backup holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Namespaces.
+    pub namespaces: usize,
+    /// Headlines, over every namespace.
+    pub headlines: u64,
+}
+
+/// Records written to a backup per transaction.
+const BACKUP_CHUNK: usize = 8192;
+
 /// The records of one namespace, in ascending sequence order, read and
 /// decoded one at a time.
 pub type Records<'a> = dyn Iterator<Item = Result<PersistedRecord, StoreError>> + 'a;
@@ -304,6 +316,60 @@ impl Store {
         match self {
             Self::Redb(store) => store.commit(namespace, settings, changes).map(|()| 0),
             Self::Postgres(store) => store.commit(namespace, settings, changes),
+        }
+    }
+
+    /// Writes a snapshot of every namespace into a new embedded store in
+    /// `dir` (missing or empty): every batch committed before the call,
+    /// none in part, read in one transaction as the store is read at start
+    /// while writers go on. The copy is an embedded database whichever
+    /// store this is, so `serve --data-dir` restores it.
+    pub fn back_up(&self, dir: &Path) -> Result<Snapshot, StoreError> {
+        let copy = RedbStore::open(dir)?;
+        let mut snapshot = Snapshot::default();
+        self.load_with(|stored, records| {
+            let mut changes =
+                Changes { redirects: stored.redirects.clone(), counters: stored.counters, ..Changes::default() };
+            for record in records {
+                changes.added.push(record?);
+                if changes.added.len() == BACKUP_CHUNK {
+                    copy.commit(&stored.name, &stored.settings, &changes)?;
+                    snapshot.headlines += changes.added.len() as u64;
+                    changes.added.clear();
+                    changes.redirects.clear();
+                }
+            }
+            copy.commit(&stored.name, &stored.settings, &changes)?;
+            snapshot.headlines += changes.added.len() as u64;
+            snapshot.namespaces += 1;
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(snapshot)
+    }
+
+    /// What the embedded store in `dir` holds, checked as `serve` checks
+    /// it at start: every page's checksum, every namespace and record
+    /// decoded.
+    pub fn verify_backup(dir: &Path) -> Result<Snapshot, StoreError> {
+        let mut snapshot = Snapshot::default();
+        RedbStore::open(dir)?.load_with(|_, records| {
+            for record in records {
+                record?;
+                snapshot.headlines += 1;
+            }
+            snapshot.namespaces += 1;
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(snapshot)
+    }
+
+    /// Where scratch files of this store go: beside the database file of
+    /// an embedded store on disk (the same file system), else the system's
+    /// temporary directory.
+    pub fn scratch_dir(&self) -> PathBuf {
+        match self {
+            Self::Redb(store) => store.dir().unwrap_or_else(std::env::temp_dir),
+            Self::Postgres(_) => std::env::temp_dir(),
         }
     }
 

@@ -128,6 +128,11 @@ impl RedbStore {
         Ok(store)
     }
 
+    /// The data directory, for a store on disk.
+    pub fn dir(&self) -> Option<PathBuf> {
+        self.path.parent().filter(|dir| !dir.as_os_str().is_empty()).map(Path::to_path_buf)
+    }
+
     fn error(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::Database { place: self.path.display().to_string(), message: e.to_string() }
     }

@@ -495,3 +495,124 @@ async fn sigterm_under_load_finishes_cleanly_and_loses_nothing_acknowledged() {
     let restarted = Served::durable(dir.path());
     verify(&restarted, &acked).await;
 }
+
+/// `headline-dedup backup` against the server at `addr` into `out`, with extra
+/// arguments: its status and stderr.
+fn back_up(addr: &str, out: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let output = Command::new(binary())
+        .args(["backup", "--addr", addr, "--out", &out.display().to_string()])
+        .args(extra)
+        .env_remove("HEADLINE_DEDUP_AUTH_TOKEN")
+        .output()
+        .expect("run backup");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// A data directory holding the backup file `file` as its database.
+fn restored(file: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
+    let data = dir.join(format!("restored-{}", file.file_name().and_then(|n| n.to_str()).unwrap_or("backup")));
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::copy(file, data.join(DB_FILE)).expect("copy the backup in");
+    data
+}
+
+async fn stats(server: &Served) -> Vec<pb::NamespaceStats> {
+    let mut client = server.client().await;
+    client.get_stats(pb::GetStatsRequest::default()).await.expect("stats").into_inner().namespaces
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_during_ingest_holds_every_acknowledged_batch_whole_and_restores_with_the_same_stats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Served::durable(&dir.path().join("data"));
+    let rows = fixture(FIXTURE);
+    let batches: Vec<Vec<pb::Headline>> = rows.chunks(8).map(|c| c.iter().map(Row::headline).collect()).collect();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let mut client = server.client().await;
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&answered);
+    let ingest = tokio::spawn(async move {
+        // Every batch acknowledged, with its answers, in order.
+        let mut acked: Vec<Vec<pb::Assignment>> = Vec::new();
+        for batch in batches.iter().cycle() {
+            if *stopped.borrow_and_update() || acked.len() == batches.len() {
+                break;
+            }
+            let request = pb::IngestRequest { namespace: "wire".into(), headlines: batch.clone() };
+            let reply = client.ingest(request).await.expect("ingest").into_inner();
+            acked.push(reply.assignments);
+            counted.store(acked.len(), std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let during = dir.path().join("during.redb");
+    // Every batch answered before the backup begins is in it; the batches
+    // answered while it runs may be too, each whole or not at all.
+    let answered_before = answered.load(std::sync::atomic::Ordering::SeqCst);
+    let (addr, out) = (server.addr.clone(), during.clone());
+    let backed_up = tokio::task::spawn_blocking(move || back_up(&addr, &out, &[])).await.expect("backup");
+    assert!(backed_up.0, "backup during ingest: {}", backed_up.1);
+    stop.send(true).expect("stop");
+    let acked = ingest.await.expect("ingest task");
+    assert!(acked.len() > 5, "ingest went on: {} batches", acked.len());
+
+    let copy = Served::durable(&restored(&during, dir.path()));
+    let mut restored_client = copy.client().await;
+    let mut whole = 0;
+    for answers in &acked {
+        let mut present = 0;
+        for a in answers {
+            let found = restored_client
+                .get_headline(pb::GetHeadlineRequest { namespace: "wire".into(), id: a.headline_id.clone() })
+                .await;
+            present += usize::from(found.is_ok());
+        }
+        assert!(
+            present == 0 || present == answers.len(),
+            "a batch is in the backup in part: {present}/{}",
+            answers.len()
+        );
+        whole += usize::from(present == answers.len());
+    }
+    assert!(whole >= answered_before, "{answered_before} batches were answered before the backup, {whole} are in it");
+    assert!(answered_before > 0, "ingest had begun");
+    // The batches in it come in the order they were acknowledged: a prefix.
+    let replayed: Vec<pb::Headline> = rows.iter().take(whole * 8).map(Row::headline).collect();
+    for chunk in replayed.chunks(8) {
+        let reply = restored_client
+            .ingest(pb::IngestRequest { namespace: "wire".into(), headlines: chunk.to_vec() })
+            .await
+            .expect("ingest on the restored copy")
+            .into_inner();
+        assert!(reply.assignments.iter().all(|a| a.replayed), "{:?}", reply.assignments);
+    }
+    drop(copy);
+
+    // With ingest stopped, a backup restores with the very same stats.
+    let after = dir.path().join("after.redb");
+    let (ok, err) = back_up(&server.addr, &after, &[]);
+    assert!(ok, "{err}");
+    let copy = Served::durable(&restored(&after, dir.path()));
+    assert_eq!(stats(&copy).await, stats(&server).await);
+}
+
+#[test]
+fn only_the_admin_token_takes_a_backup_and_a_backup_never_overwrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Served::start_with(&["--in-memory", "--auth-token", "ingest-token", "--admin-token", "admin-token"]);
+    let out = dir.path().join("b.redb");
+    let (ok, err) = back_up(&server.addr, &out, &[]);
+    assert!(!ok && err.contains("Unauthenticated"), "{err}");
+    let (ok, err) = back_up(&server.addr, &out, &["--auth-token", "ingest-token"]);
+    assert!(!ok && err.contains("PermissionDenied"), "{err}");
+    assert!(!out.exists());
+    let (ok, err) = back_up(&server.addr, &out, &["--auth-token", "admin-token"]);
+    assert!(ok, "{err}");
+    let (ok, err) = back_up(&server.addr, &out, &["--auth-token", "admin-token"]);
+    assert!(!ok && err.contains("exists already"), "{err}");
+    let leftovers: Vec<_> =
+        std::fs::read_dir(dir.path()).expect("list").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "only the backup is left behind: {leftovers:?}");
+}

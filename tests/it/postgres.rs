@@ -186,6 +186,31 @@ async fn a_namespace_in_postgresql_outlives_its_node_and_answers_as_it_did() {
 }
 
 #[tokio::test]
+async fn a_backup_of_a_node_on_postgresql_restores_as_an_embedded_data_directory() {
+    let postgres = Postgres::start();
+    let batch = headlines("", 400);
+    let node = postgres.node();
+    let answered = ingest(&node, batch.clone()).await.expect("ingest");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("backup.redb");
+    let output = Command::new(crate::support::binary())
+        .args(["backup", "--addr", &node.addr, "--out", &out.display().to_string()])
+        .output()
+        .expect("run backup");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::rename(&out, data.join(headline_dedup::store::DB_FILE)).expect("restore the file");
+    let restored = Served::durable(&data);
+    assert_eq!(stats(&restored).await, stats(&node).await);
+    let again = ingest(&restored, batch).await.expect("ingest on the restored copy");
+    for (a, b) in answered.iter().zip(&again) {
+        assert!(b.replayed, "{b:?}");
+        assert_eq!((&a.headline_id, a.kind, &a.story_id), (&b.headline_id, b.kind, &b.story_id));
+    }
+}
+
+#[tokio::test]
 async fn one_node_at_a_time_writes_and_another_takes_over_when_it_dies_or_leaves() {
     let postgres = Postgres::start();
     let mut leader = postgres.node();

@@ -44,6 +44,7 @@ impl TestServer {
             tls: None,
             peer_ca: None,
             auth_token: None,
+            admin_token: None,
             leader_wait: Duration::ZERO,
         };
         let (stop, stopped) = oneshot::channel::<()>();

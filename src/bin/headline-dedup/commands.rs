@@ -311,3 +311,55 @@ pub async fn stories(addr: &str, credentials: &Credentials, namespace: &str, top
     }
     Ok(table)
 }
+
+/// Receives a backup from the server at `addr` into `out`: written into a
+/// directory beside it, checked as `serve` checks a data directory at
+/// start and against what the server says it sent, then renamed into
+/// place. What it holds, in a line.
+pub async fn backup(addr: &str, credentials: &Credentials, out: &std::path::Path) -> anyhow::Result<String> {
+    use headline_dedup::store::{DB_FILE, Store};
+    use std::io::Write as _;
+    anyhow::ensure!(!out.exists(), "{} exists already: a backup never overwrites a file", out.display());
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = tempfile::Builder::new()
+        .prefix(".backup-")
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot write in {}", parent.display()))?;
+    let partial = dir.path().join(DB_FILE);
+    let mut file = std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    let mut client = connect(addr, credentials).await?;
+    let mut stream = client
+        .backup(pb::BackupRequest {})
+        .await
+        .map_err(|status| anyhow::anyhow!("Backup: {:?}: {}", status.code(), status.message()))?
+        .into_inner();
+    let mut written = 0u64;
+    let mut summary = None;
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(|status| anyhow::anyhow!("Backup: {:?}: {}", status.code(), status.message()))?;
+        file.write_all(&piece.data).context("cannot write the backup")?;
+        written += piece.data.len() as u64;
+        if piece.summary.is_some() {
+            summary = piece.summary;
+        }
+    }
+    let summary = summary.context("the backup ended before the server said what it holds")?;
+    file.sync_all().context("cannot write the backup")?;
+    drop(file);
+    anyhow::ensure!(written == summary.bytes, "received {written} bytes of a {}-byte backup", summary.bytes);
+    let read = Store::verify_backup(dir.path()).context("the backup received is unusable")?;
+    anyhow::ensure!(
+        read.headlines == summary.headlines && read.namespaces == summary.namespaces as usize,
+        "the backup holds {read:?}, the server sent {} namespaces and {} headlines",
+        summary.namespaces,
+        summary.headlines
+    );
+    std::fs::rename(&partial, out).with_context(|| format!("cannot move the backup to {}", out.display()))?;
+    Ok(format!(
+        "backup of {} namespaces, {} headlines ({} bytes) written to {}",
+        summary.namespaces,
+        summary.headlines,
+        summary.bytes,
+        out.display()
+    ))
+}

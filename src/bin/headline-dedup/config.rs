@@ -37,6 +37,10 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Print the largest live stories of a server.
     Stories(StoriesArgs),
+    /// Write a consistent backup of a running server, taken while ingest
+    /// goes on, to a file (restore: put it in an empty data directory as
+    /// headline-dedup.redb and serve --data-dir on it).
+    Backup(BackupArgs),
     /// Load-test a server over gRPC with concurrent clients and report
     /// throughput, latency percentiles and the server's peak RSS.
     Bench(BenchArgs),
@@ -131,6 +135,10 @@ pub struct ServeArgs {
     /// process list).
     #[arg(long, env = "HEADLINE_DEDUP_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
+    /// Bearer token that administration (`Backup`) needs when tokens are
+    /// on; accepted wherever the auth token is.
+    #[arg(long, env = "HEADLINE_DEDUP_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Log format (the filter comes from RUST_LOG, default "info").
     #[arg(long, env = "HEADLINE_DEDUP_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -301,6 +309,20 @@ pub struct StoriesArgs {
     #[arg(long, default_value = "")]
     pub namespace: String,
     /// TLS and token.
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+}
+
+/// `backup` options.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Address of the service.
+    #[arg(long, env = "HEADLINE_DEDUP_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: String,
+    /// The backup file to write (it must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// TLS and token (the admin token, where tokens are on).
     #[command(flatten)]
     pub credentials: CredentialArgs,
 }

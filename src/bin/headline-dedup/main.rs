@@ -43,6 +43,13 @@ fn main() -> ExitCode {
                 })
         }
         Command::Bench(args) => run_bench(args).map(|()| ExitCode::SUCCESS),
+        Command::Backup(args) => {
+            let credentials = args.credentials.credentials();
+            runtime().and_then(|rt| rt.block_on(commands::backup(&args.addr, &credentials, &args.out))).map(|report| {
+                println!("{report}");
+                ExitCode::SUCCESS
+            })
+        }
     };
     result.unwrap_or_else(|e| {
         eprintln!("headline-dedup: {e:#}");
@@ -116,6 +123,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls: tls_identity(&args)?,
         peer_ca: peer_ca(&args)?,
         auth_token: auth_token(&args)?,
+        admin_token: admin_token(&args)?,
         // Long enough for a paused or cut-off leader's lease to run out
         // and another node to take it.
         leader_wait: Duration::from_secs_f64(args.lease_seconds * 1.5 + 1.0),
@@ -150,6 +158,19 @@ fn peer_ca(args: &ServeArgs) -> anyhow::Result<Option<std::path::PathBuf>> {
     let certificate = String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----");
     anyhow::ensure!(certificate, "{} holds no PEM certificate", ca.display());
     Ok(Some(ca.clone()))
+}
+
+/// The admin token: only with an ordinary one, and not the same.
+fn admin_token(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    let Some(admin) = args.admin_token.as_deref().map(str::trim) else { return Ok(None) };
+    let token = auth_token(args)?;
+    anyhow::ensure!(token.is_some(), "--admin-token needs --auth-token or --auth-token-file (tokens on)");
+    anyhow::ensure!(
+        !admin.is_empty() && admin.bytes().all(|b| b.is_ascii_graphic()),
+        "the admin token must be non-empty printable ASCII without spaces"
+    );
+    anyhow::ensure!(token.as_deref() != Some(admin), "the admin token must differ from the auth token");
+    Ok(Some(admin.to_owned()))
 }
 
 fn auth_token(args: &ServeArgs) -> anyhow::Result<Option<String>> {
