@@ -171,6 +171,16 @@ impl Segment {
     }
 }
 
+/// How a search reads a segment past [`FLAT_LIMIT`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Search {
+    /// Through its graph (approximate).
+    #[default]
+    Graph,
+    /// By scanning every point (exact), to measure what the graph misses.
+    Scan,
+}
+
 /// Higher cosine first, then lower id.
 fn best_first(a: &(u64, f32), b: &(u64, f32)) -> std::cmp::Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
@@ -244,6 +254,11 @@ impl SegmentedIndex {
     /// reach it (ties included) become candidates, and so do all whose
     /// cosine rounds up to 1, which are ordered by id alone.
     pub fn search(&self, vector: &[i8], from: Millis, to: Millis, k: usize) -> Vec<(u64, f32)> {
+        self.search_by(vector, from, to, k, Search::Graph)
+    }
+
+    /// [`Self::search`], reading the segments past the scan limit `how`.
+    pub fn search_by(&self, vector: &[i8], from: Millis, to: Millis, k: usize, how: Search) -> Vec<(u64, f32)> {
         if k == 0 {
             return Vec::new();
         }
@@ -253,7 +268,7 @@ impl SegmentedIndex {
         let mut scanned: Vec<&Segment> = Vec::new();
         let mut dots: Vec<i32> = Vec::new();
         for segment in self.overlapping(from, to) {
-            if segment.is_scanned() {
+            if segment.is_scanned() || how == Search::Scan {
                 dots_i8(vector, &segment.vectors, &mut dots);
                 scanned.push(segment);
             } else {
@@ -411,6 +426,22 @@ mod tests {
         for probe in [7u64, 4321, n + 99] {
             let query = unit(probe, 8);
             assert_eq!(kept.search(&query, 0, 0, 10), restarted.search(&query, 0, 0, 10));
+        }
+    }
+
+    #[test]
+    fn a_scan_of_a_large_segment_finds_the_exact_best() {
+        let n = FLAT_LIMIT as u64 + 300;
+        let mut index = SegmentedIndex::new(DAY_MS, 8);
+        for id in 0..n {
+            index.insert(id, 0, &unit(id, 8));
+        }
+        for probe in [3u64, 5000, n + 7] {
+            let query = unit(probe, 8);
+            let mut exact: Vec<(u64, f32)> = (0..n).map(|id| (id, cosine_i8(&query, &unit(id, 8)).min(1.0))).collect();
+            exact.sort_by(best_first);
+            exact.truncate(10);
+            assert_eq!(index.search_by(&query, 0, 0, 10, Search::Scan), exact);
         }
     }
 

@@ -172,6 +172,11 @@ pub struct EvalArgs {
     /// replay order), to cluster the same headlines at a higher density.
     #[arg(long = "squeeze-hours", value_name = "HOURS", value_parser = crate::eval::parse_squeeze_hours)]
     pub squeeze: Option<Millis>,
+    /// Take every decision through the index a second time with every
+    /// segment scanned exactly, and report how often the graphs' decision
+    /// was the same (twice the cost).
+    #[arg(long)]
+    pub check_against_scan: bool,
     /// Where to write the {"id","cluster"} predictions.
     #[arg(long)]
     pub out: PathBuf,

@@ -102,6 +102,9 @@ pub fn run(job: &EvalArgs, model: &Arc<StaticModel>) -> anyhow::Result<()> {
     let settings = Settings { retention: None, ..book.get(DEFAULT_NAMESPACE).clone() };
     let embedder = embedder_for(&settings, model);
     let mut engine = Engine::new(settings, embedder);
+    if job.check_against_scan {
+        engine.check_against_scan();
+    }
     let started = Instant::now();
     let mut rejected = 0usize;
     let mut answered = Vec::new();
@@ -160,6 +163,14 @@ pub fn run(job: &EvalArgs, model: &Arc<StaticModel>) -> anyhow::Result<()> {
         stats.merges,
         stats.indexed_vectors,
     );
+    if let Some(check) = engine.scan_check() {
+        println!(
+            "eval: the index's decisions agreed with an exact scan's on {} of {} headlines ({:.3}%)",
+            check.agreed,
+            check.decisions,
+            100.0 * check.agreed as f64 / check.decisions.max(1) as f64
+        );
+    }
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use super::windowed;
 use crate::core::background::Frame;
 use crate::core::compare::{LOOK_ALIKE_COSINE, Words, is_variant, look_alike, near_duplicate_veto, string_similarity};
 use crate::core::embed::CaseStats;
-use crate::core::index::SegmentedIndex;
+use crate::core::index::{Search, SegmentedIndex};
 use crate::core::normalize::Normalized;
 use crate::core::settings::Settings;
 use crate::core::story::Story;
@@ -154,6 +154,8 @@ pub(super) struct View<'a> {
     pub(super) exact: &'a ExactIndex,
     pub(super) book: &'a StoryBook,
     pub(super) index: &'a SegmentedIndex,
+    /// How the index is searched.
+    pub(super) search: Search,
     pub(super) cases: &'a CaseStats,
     /// The background similarities are judged in.
     pub(super) frame: Frame<'a>,
@@ -352,7 +354,7 @@ impl<'a> View<'a> {
     pub(super) fn decide_similar(&self, time: Millis, norm: &Normalized, vector: &QuantizedVector) -> Decision {
         let s = self.settings;
         let (from, to) = windowed(time, time, s.story_window);
-        let hits = self.index.search(vector.values(), from, to, s.candidates);
+        let hits = self.index.search_by(vector.values(), from, to, s.candidates, self.search);
         let mut candidates: Vec<ScoredCandidate> = Vec::with_capacity(hits.len());
         let mut story_scores: Vec<(StoryId, f32)> = Vec::new();
         let offset = self.frame.offset(vector.values());

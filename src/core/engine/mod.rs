@@ -57,7 +57,7 @@ pub use persist::{Changes, Counters, PersistedRecord};
 
 use super::background::{Background, Frame};
 use super::embed::{CaseStats, Embedder, TermStats};
-use super::index::SegmentedIndex;
+use super::index::{Search, SegmentedIndex};
 use super::normalize::{Normalized, normalize, stable_hash};
 use super::settings::Settings;
 use super::story::Story;
@@ -115,6 +115,19 @@ pub struct Engine {
     /// The headlines added and removed since the last
     /// [`Engine::take_changes`].
     journal: Journal,
+    /// When on, each decision through the index is taken again with every
+    /// segment scanned, and the two compared.
+    scan_check: Option<ScanCheck>,
+}
+
+/// How often the index's graphs gave the decision an exact scan gives.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScanCheck {
+    /// Decisions taken through the index.
+    pub decisions: u64,
+    /// Of them, those an exact scan took the same way (kind, story and
+    /// matched headline).
+    pub agreed: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -148,6 +161,7 @@ impl Engine {
             next_seq: counters.next_seq,
             watermark: counters.watermark,
             journal: Journal::default(),
+            scan_check: None,
         }
     }
 
@@ -166,6 +180,18 @@ impl Engine {
         }
     }
 
+    /// From now on, takes every decision through the index a second time
+    /// with every segment scanned and counts how often the two agree (a
+    /// measurement: it doubles the cost of a decision).
+    pub fn check_against_scan(&mut self) {
+        self.scan_check = Some(ScanCheck::default());
+    }
+
+    /// What [`Self::check_against_scan`] counted, if it is on.
+    pub fn scan_check(&self) -> Option<ScanCheck> {
+        self.scan_check
+    }
+
     /// The background to judge similarities in now.
     fn frame(&self) -> Frame<'_> {
         frame_of(&self.background, &self.settings)
@@ -173,12 +199,18 @@ impl Engine {
 
     /// What the decision reads.
     fn decision_view(&self) -> View<'_> {
+        self.view_searching(Search::Graph)
+    }
+
+    /// What the decision reads, with the index searched `search`.
+    fn view_searching(&self, search: Search) -> View<'_> {
         View {
             settings: &self.settings,
             ledger: &self.ledger,
             exact: &self.exact,
             book: &self.book,
             index: &self.index,
+            search,
             cases: &self.cases,
             frame: self.frame(),
         }
@@ -311,10 +343,21 @@ impl Engine {
             let vector = decision.matched.and_then(|m| self.shared_vector(m))?;
             Some((decision, vector))
         });
+        let mut agreed = None;
         let (decision, vector) = exact.unwrap_or_else(|| {
             let vector = self.embed(&norm);
-            (view.decide_similar(time, &norm, &vector), Arc::new(vector))
+            let decision = view.decide_similar(time, &norm, &vector);
+            if self.scan_check.is_some() {
+                let scanned = self.view_searching(Search::Scan).decide_similar(time, &norm, &vector);
+                let answer = |d: &Decision| (d.kind, d.story, d.matched);
+                agreed = Some(answer(&decision) == answer(&scanned));
+            }
+            (decision, Arc::new(vector))
         });
+        if let (Some(check), Some(agreed)) = (self.scan_check.as_mut(), agreed) {
+            check.decisions += 1;
+            check.agreed += u64::from(agreed);
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let story_id = decision.story.unwrap_or_else(|| self.book.open());
@@ -485,6 +528,29 @@ mod tests {
 
     fn dated(id: &str, text: &str, published: Millis) -> Result<Headline, ItemError> {
         Ok(Headline { id: id.into(), text: text.into(), source: None, url: None, published })
+    }
+
+    #[test]
+    fn the_check_against_a_scan_counts_decisions_and_changes_no_answer() {
+        let texts = [
+            "Fed raises rates by a quarter point",
+            "Fed raises interest rates by quarter point",
+            "Fed raises rates by a quarter point",
+            "Apple unveils a larger iPhone",
+        ];
+        let items: Vec<_> =
+            texts.iter().enumerate().map(|(i, t)| dated(&i.to_string(), t, DAY_MS + i as i64)).collect();
+        let (mut plain, mut checked) = (testing::model_engine(), testing::model_engine());
+        checked.check_against_scan();
+        let answers = |engine: &mut Engine| -> Vec<_> {
+            engine.ingest(&items).into_iter().map(|a| a.map(|a| (a.kind, a.story_id, a.matched_headline_id))).collect()
+        };
+        assert_eq!(answers(&mut checked), answers(&mut plain));
+        assert_eq!(plain.scan_check(), None);
+        // The exact copy is decided without the index; the three others go
+        // through it, and with every segment under the scan limit the two
+        // searches are one.
+        assert_eq!(checked.scan_check(), Some(ScanCheck { decisions: 3, agreed: 3 }));
     }
 
     #[test]
