@@ -3,12 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::{Served, binary};
-
-/// The grpcurl binary: $GRPCURL, or `grpcurl` on PATH.
-fn grpcurl() -> String {
-    std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into())
-}
+use crate::support::{Served, binary, grpcurl};
 
 /// The grpcurl examples of the README: every ```sh block that starts with
 /// `grpcurl` is one command.

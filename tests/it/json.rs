@@ -8,12 +8,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use crate::support::Served;
-
-/// The grpcurl binary: $GRPCURL, or `grpcurl` on PATH.
-fn grpcurl() -> String {
-    std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into())
-}
+use crate::support::{Served, grpcurl};
 
 /// The buf binary (for `buf curl`, a Connect client): $BUF, or `buf` on PATH.
 fn buf() -> String {

@@ -90,6 +90,11 @@ pub async fn ingest(client: &mut DedupServiceClient<Channel>, headlines: Vec<Hea
         .assignments
 }
 
+/// The grpcurl binary: $GRPCURL, or `grpcurl` on PATH.
+pub fn grpcurl() -> String {
+    std::env::var("GRPCURL").unwrap_or_else(|_| "grpcurl".into())
+}
+
 /// The binary under test.
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_headline-dedup"))
