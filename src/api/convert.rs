@@ -5,8 +5,8 @@ use crate::pb::wkt::Timestamp;
 
 use crate::app::AppError;
 use crate::core::types::{
-    Assignment, Candidate, Headline, ItemError, ItemErrorKind, MatchKind, Millis, RawHeadline, StoredHeadline,
-    StoryView,
+    Assignment, Candidate, ChangeKind, Headline, ItemError, ItemErrorKind, MatchKind, Millis, RawHeadline, Removal,
+    StoredHeadline, StoryChange, StoryView,
 };
 use crate::pb;
 
@@ -187,6 +187,34 @@ pub fn candidate(c: &Candidate) -> pb::Candidate {
         vector_similarity: score(c.vector_similarity),
         string_similarity: score(c.string_similarity),
         story_similarity: score(c.story_similarity),
+    }
+}
+
+/// An entry of the story change feed.
+pub fn story_change(c: &StoryChange) -> pb::StoryChange {
+    let kind = match c.kind {
+        ChangeKind::Created => pb::StoryChangeKind::Created,
+        ChangeKind::Updated => pb::StoryChangeKind::Updated,
+        ChangeKind::Merged => pb::StoryChangeKind::Merged,
+        ChangeKind::Deleted => pb::StoryChangeKind::Deleted,
+    };
+    let reason = match c.removal {
+        None => pb::DeletionReason::Unspecified,
+        Some(Removal::Takedown) => pb::DeletionReason::Takedown,
+        Some(Removal::Retention) => pb::DeletionReason::Retention,
+    };
+    let live = matches!(c.kind, ChangeKind::Created | ChangeKind::Updated);
+    pb::StoryChange {
+        sequence: c.seq,
+        kind: kind.into(),
+        story_id: c.story.to_string(),
+        merged_into_story_id: c.merged_into.map(|id| id.to_string()).unwrap_or_default(),
+        deletion_reason: reason.into(),
+        size: u32::try_from(c.size).unwrap_or(u32::MAX),
+        canonical_headline_id: c.canonical_headline_id.clone(),
+        canonical_text: c.canonical_text.clone(),
+        first_seen: live.then(|| timestamp(c.first_seen)),
+        last_seen: live.then(|| timestamp(c.last_seen)),
     }
 }
 

@@ -350,6 +350,10 @@ async fn connect_unary(
         "ListStories" => codec.encode(api.list_stories(call.with(codec.decode(&body)?)).await),
         "DeleteHeadlines" => codec.encode(api.delete_headlines(call.with(codec.decode(&body)?)).await),
         "GetStats" => codec.encode(api.get_stats(call.with(codec.decode(&body)?)).await),
+        "ListStoryChanges" => codec.encode(api.list_story_changes(call.with(codec.decode(&body)?)).await),
+        "WatchStories" => {
+            Err(Status::unimplemented("WatchStories is a streaming RPC: use gRPC, or poll ListStoryChanges").into())
+        }
         "IngestStream" => Err(Status::unimplemented("IngestStream is a streaming RPC: use gRPC, or Ingest").into()),
         "Backup" => Err(Status::unimplemented("Backup is a streaming RPC: use gRPC (headline-dedup backup)").into()),
         other => Err(Failure::new(StatusCode::NOT_FOUND, Status::unimplemented(format!("no method {other:?}")))),

@@ -9,8 +9,9 @@ mod page_token;
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::codegen::http::StatusCode;
@@ -19,7 +20,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tracing::{Instrument, debug, info_span};
 
 use crate::app::{App, AppError, ErrorCode, namespace_or_default, validate_namespace};
-use crate::core::types::{StoryOrder, StoryQuery};
+use crate::core::types::{ChangePage, StoryChange, StoryOrder, StoryQuery};
 use crate::edge::Access;
 use crate::pb;
 use crate::pb::dedup_service_server::DedupService;
@@ -48,6 +49,19 @@ const DEFAULT_CANDIDATES: usize = 10;
 const MAX_CANDIDATES: usize = 100;
 /// Responses buffered per IngestStream before the stream stops reading.
 const STREAM_BUFFER: usize = 4;
+/// Default and largest page size of ListStoryChanges.
+const DEFAULT_CHANGES_PAGE: usize = 100;
+const MAX_CHANGES_PAGE: usize = 1000;
+/// Story changes read from the store at a time while a watcher catches up.
+const WATCH_PAGE: usize = 256;
+/// Story changes sent ahead of a watcher's reading.
+const WATCH_SENT_AHEAD: usize = 16;
+/// The default and shortest wait of a quiet watch before its progress
+/// message.
+const DEFAULT_PROGRESS: Duration = Duration::from_secs(10);
+const MIN_PROGRESS: Duration = Duration::from_millis(100);
+/// The `domain` of the errors' `google.rpc.ErrorInfo`.
+const ERROR_DOMAIN: &str = "headline-dedup";
 /// The largest piece of a backup file in one response.
 const BACKUP_PIECE: usize = 256 * 1024;
 
@@ -94,6 +108,7 @@ pub fn status_codes(code: ErrorCode) -> (Code, StatusCode) {
         ErrorCode::InvalidArgument => (Code::InvalidArgument, StatusCode::BAD_REQUEST),
         ErrorCode::NotFound => (Code::NotFound, StatusCode::NOT_FOUND),
         ErrorCode::ResourceExhausted => (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS),
+        ErrorCode::OutOfRange => (Code::OutOfRange, StatusCode::BAD_REQUEST),
         ErrorCode::Unavailable => (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
         ErrorCode::Internal => (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
     }
@@ -106,6 +121,14 @@ impl From<AppError> for Status {
         match error {
             AppError::InvalidArgument { field, reason } => {
                 Status::with_error_details(code, message, ErrorDetails::with_bad_request_violation(field, reason))
+            }
+            AppError::OutOfRange { earliest, latest, .. } => {
+                let metadata = [
+                    ("earliest_sequence".to_owned(), earliest.to_string()),
+                    ("latest_sequence".to_owned(), latest.to_string()),
+                ];
+                let info = ErrorDetails::with_error_info("STORY_CHANGES_OUT_OF_RANGE", ERROR_DOMAIN, metadata);
+                Status::with_error_details(code, message, info)
             }
             _ => Status::new(code, message),
         }
@@ -221,6 +244,7 @@ impl DedupApi {
 
 type IngestStreamResponseStream = Pin<Box<dyn Stream<Item = Result<pb::IngestStreamResponse, Status>> + Send>>;
 type BackupResponseStream = Pin<Box<dyn Stream<Item = Result<pb::BackupResponse, Status>> + Send>>;
+type WatchStoriesResponseStream = Pin<Box<dyn Stream<Item = Result<pb::WatchStoriesResponse, Status>> + Send>>;
 
 /// Sends the backup file in `dir` in pieces of `piece` bytes, then what it
 /// holds; the directory goes when the stream ends.
@@ -251,6 +275,111 @@ fn send_backup(
     };
     let _ = tx.blocking_send(Ok(pb::BackupResponse { data: Vec::new(), summary: Some(summary) }));
     Ok(())
+}
+
+/// The latest story change of a namespace whose first ones were trimmed
+/// (a watch that starts from now does not need them).
+fn latest_of_trimmed(error: AppError) -> Result<ChangePage, AppError> {
+    match error {
+        AppError::OutOfRange { earliest, latest, .. } => Ok(ChangePage { changes: Vec::new(), earliest, latest }),
+        other => Err(other),
+    }
+}
+
+/// One WatchStories stream: the stored changes after its position, then
+/// the live ones, with progress when it is caught up and quiet.
+struct Watcher {
+    app: Arc<App>,
+    namespace: String,
+    tx: mpsc::Sender<Result<pb::WatchStoriesResponse, Status>>,
+}
+
+impl Watcher {
+    /// Sends the stream from `after`: stored changes a page at a time
+    /// while it is behind, then each change received `live`. Ends when the
+    /// client goes, with RESOURCE_EXHAUSTED when it fell a whole ring
+    /// behind, or with the error of a failed read.
+    async fn run(self, mut live: broadcast::Receiver<StoryChange>, mut after: u64, progress: Duration) {
+        loop {
+            match self.catch_up(after).await {
+                Ok(Some(reached)) => after = reached,
+                Ok(None) => return,
+                Err(status) => {
+                    let _ = self.tx.send(Err(status)).await;
+                    return;
+                }
+            }
+            if !self.send(pb::watch_stories_response::Event::Progress(pb::WatchProgress { sequence: after })).await {
+                return;
+            }
+            loop {
+                let received = tokio::select! {
+                    biased;
+                    received = live.recv() => received,
+                    () = tokio::time::sleep(progress) => {
+                        let event = pb::watch_stories_response::Event::Progress(pb::WatchProgress { sequence: after });
+                        if !self.send(event).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    () = self.tx.closed() => return,
+                };
+                match received {
+                    Ok(change) if change.seq <= after => {}
+                    Ok(change) if change.seq == after + 1 => {
+                        after = change.seq;
+                        if !self.send(pb::watch_stories_response::Event::Change(convert::story_change(&change))).await {
+                            return;
+                        }
+                    }
+                    // A gap (a commit published before this watcher read
+                    // the store): the store has it.
+                    Ok(_) => break,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        let status = Status::resource_exhausted(format!(
+                            "this watcher fell {missed} story changes behind the namespace; resume with \
+                             after_sequence {after}"
+                        ));
+                        let _ = self.tx.send(Err(status)).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        let _ = self.tx.send(Err(Status::unavailable("the namespace is no longer served here"))).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the stored changes after `after`; the last one sent, or
+    /// `None` once the client has gone.
+    async fn catch_up(&self, mut after: u64) -> Result<Option<u64>, Status> {
+        loop {
+            let (app, name) = (Arc::clone(&self.app), self.namespace.clone());
+            // Not admitted as a call: the stream was, and a full server
+            // must not end the streams it already serves.
+            let page = tokio::task::spawn_blocking(move || app.story_changes(&name, after, WATCH_PAGE))
+                .await
+                .map_err(|e| Status::internal(format!("worker failed: {e}")))??;
+            let full = page.changes.len() == WATCH_PAGE;
+            for change in &page.changes {
+                after = change.seq;
+                if !self.send(pb::watch_stories_response::Event::Change(convert::story_change(change))).await {
+                    return Ok(None);
+                }
+            }
+            if !full {
+                return Ok(Some(after));
+            }
+        }
+    }
+
+    /// Sends one message; `false` once the client has gone.
+    async fn send(&self, event: pb::watch_stories_response::Event) -> bool {
+        self.tx.send(Ok(pb::WatchStoriesResponse { event: Some(event) })).await.is_ok()
+    }
 }
 
 #[tonic::async_trait]
@@ -383,10 +512,11 @@ impl DedupService for DedupApi {
         if !request.page_token.is_empty() {
             query.after = Some(page_token::decode(&request.page_token, fingerprint)?);
         }
-        let (stories, next) = self.on(&namespace, move |app, ns| app.list_stories(ns, &query)).await?;
+        let (stories, next, sequence) = self.on(&namespace, move |app, ns| app.list_stories(ns, &query)).await?;
         Ok(Response::new(pb::ListStoriesResponse {
             stories: stories.iter().map(convert::story).collect(),
             next_page_token: next.map(|c| page_token::encode(&c, fingerprint)).unwrap_or_default(),
+            story_change_sequence: sequence,
         }))
     }
 
@@ -452,6 +582,55 @@ impl DedupService for DedupApi {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type WatchStoriesStream = WatchStoriesResponseStream;
+
+    async fn watch_stories(
+        &self,
+        request: Request<pb::WatchStoriesRequest>,
+    ) -> Result<Response<Self::WatchStoriesStream>, Status> {
+        let pb::WatchStoriesRequest { namespace, after_sequence, progress_interval_ms } = request.into_inner();
+        let progress = match progress_interval_ms {
+            0 => DEFAULT_PROGRESS,
+            ms => Duration::from_millis(u64::from(ms)).max(MIN_PROGRESS),
+        };
+        let name = namespace_or_default(&namespace)?.to_owned();
+        let app = Arc::clone(&self.app);
+        // Subscribed before the first read of the store, so that nothing
+        // committed in between is missed; what both give is sent once.
+        let (live, start) = self
+            .run(move || {
+                let live = app.watch(&name)?;
+                let start = match after_sequence {
+                    Some(after) => app.story_changes(&name, after, 0).map(|_| after)?,
+                    None => app.story_changes(&name, 0, 0).or_else(latest_of_trimmed)?.latest,
+                };
+                Ok((live, start))
+            })
+            .await?;
+        let (tx, rx) = mpsc::channel(WATCH_SENT_AHEAD);
+        let watcher =
+            Watcher { app: Arc::clone(&self.app), namespace: namespace_or_default(&namespace)?.to_owned(), tx };
+        tokio::spawn(watcher.run(live, start, progress));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_story_changes(
+        &self,
+        request: Request<pb::ListStoryChangesRequest>,
+    ) -> Result<Response<pb::ListStoryChangesResponse>, Status> {
+        let pb::ListStoryChangesRequest { namespace, after_sequence, page_size } = request.into_inner();
+        let limit = match page_size as usize {
+            0 => DEFAULT_CHANGES_PAGE,
+            n => n.min(MAX_CHANGES_PAGE),
+        };
+        let page = self.on(&namespace, move |app, ns| app.story_changes(ns, after_sequence, limit)).await?;
+        Ok(Response::new(pb::ListStoryChangesResponse {
+            changes: page.changes.iter().map(convert::story_change).collect(),
+            earliest_sequence: page.earliest,
+            latest_sequence: page.latest,
+        }))
     }
 
     async fn get_stats(&self, request: Request<pb::GetStatsRequest>) -> Result<Response<pb::GetStatsResponse>, Status> {

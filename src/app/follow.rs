@@ -87,6 +87,7 @@ impl App {
                     return;
                 }
                 *version = committed;
+                namespace.feed.publish(&changes.story_changes);
                 let lag = age + fetched.elapsed();
                 metrics::histogram!(telemetry::FOLLOWER_LAG_SECONDS).record(lag.as_secs_f64());
             }

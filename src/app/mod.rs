@@ -22,15 +22,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use queue::{Queue, Reply};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tracing::{error, info};
 
 use crate::core::embed::{StaticModel, embedder_for};
 use crate::core::engine::Engine;
 use crate::core::settings::Settings;
 use crate::core::types::{
-    Assignment, Candidate, Headline, ItemError, Stats, StoredHeadline, StoryCursor, StoryId, StoryOrder, StoryQuery,
-    StoryView,
+    Assignment, Candidate, ChangePage, Headline, ItemError, Stats, StoredHeadline, StoryChange, StoryCursor, StoryId,
+    StoryOrder, StoryQuery, StoryView,
 };
 use crate::store::{Lead, Records, Snapshot, Store, StoreError, StoredNamespace, panic_message};
 use crate::telemetry;
@@ -40,6 +40,10 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// The most namespaces a server holds unless told otherwise.
 pub const DEFAULT_MAX_NAMESPACES: u32 = 1000;
+
+/// The story changes kept in memory for a namespace's watchers unless told
+/// otherwise: a watcher that falls this far behind is ended.
+pub const DEFAULT_WATCH_BUFFER: u32 = 1024;
 
 /// Errors of the application layer. The API maps each to a gRPC status.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -71,6 +75,17 @@ pub enum AppError {
     /// The service failed while answering; nothing was applied.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A change feed position that is not stored: trimmed, or not written
+    /// yet.
+    #[error("{reason}")]
+    OutOfRange {
+        /// Why.
+        reason: String,
+        /// The earliest entry still stored.
+        earliest: u64,
+        /// The latest entry written.
+        latest: u64,
+    },
     /// Another node leads the namespace (PostgreSQL): a write goes there;
     /// nothing was applied here.
     #[error("namespace {namespace:?} is led by another node ({leader})")]
@@ -103,6 +118,7 @@ impl AppError {
             Self::InvalidArgument { .. } => ErrorCode::InvalidArgument,
             Self::NamespaceNotFound(_) | Self::StoryNotFound(_) | Self::HeadlineNotFound(_) => ErrorCode::NotFound,
             Self::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
+            Self::OutOfRange { .. } => ErrorCode::OutOfRange,
             Self::Unavailable(_) | Self::NotLeader { .. } => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
@@ -118,6 +134,8 @@ pub enum ErrorCode {
     NotFound,
     /// A limit was reached; retry later or ask less.
     ResourceExhausted,
+    /// A position outside what is stored.
+    OutOfRange,
     /// The store cannot take or give the data now; retry.
     Unavailable,
     /// The service failed; nothing was applied.
@@ -175,11 +193,17 @@ enum Slot {
 struct Namespace {
     engine: Mutex<Slot>,
     queue: Queue<Batch, Result<Answers, AppError>>,
+    /// The story changes of each commit, to the namespace's watchers.
+    feed: Feed,
 }
 
 impl Namespace {
     fn new(engine: Engine, version: u64) -> Arc<Self> {
-        Arc::new(Self { engine: Mutex::new(Slot::Ready(Box::new(engine), version)), queue: Queue::default() })
+        Arc::new(Self {
+            engine: Mutex::new(Slot::Ready(Box::new(engine), version)),
+            queue: Queue::default(),
+            feed: Feed::default(),
+        })
     }
 
     /// The engine's slot. Every change to an engine runs under
@@ -193,6 +217,47 @@ impl Namespace {
             self.engine.clear_poison();
             slot
         })
+    }
+}
+
+/// A namespace's story changes on their way to its watchers: a ring of the
+/// latest entries, which exists only while somebody watches. Publishing
+/// never waits; a watcher that falls a whole ring behind learns it on its
+/// next receive.
+#[derive(Default)]
+struct Feed(Mutex<Option<broadcast::Sender<StoryChange>>>);
+
+impl Feed {
+    fn sender(&self) -> MutexGuard<'_, Option<broadcast::Sender<StoryChange>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A receiver of every entry published from now on, with a ring of
+    /// `capacity` entries (when it is the first).
+    fn subscribe(&self, capacity: usize) -> broadcast::Receiver<StoryChange> {
+        let mut sender = self.sender();
+        match &*sender {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(capacity.max(1));
+                *sender = Some(tx);
+                rx
+            }
+        }
+    }
+
+    /// Hands committed entries to the watchers; the ring goes with the
+    /// last of them.
+    fn publish(&self, changes: &[StoryChange]) {
+        let mut sender = self.sender();
+        let Some(tx) = &*sender else { return };
+        if tx.receiver_count() == 0 {
+            *sender = None;
+            return;
+        }
+        for change in changes {
+            let _ = tx.send(change.clone());
+        }
     }
 }
 
@@ -231,6 +296,7 @@ pub struct App {
     store: Store,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     max_namespaces: usize,
+    watch_buffer: usize,
     health: Health,
 }
 
@@ -323,6 +389,7 @@ impl App {
             store,
             namespaces: RwLock::new(namespaces),
             max_namespaces: DEFAULT_MAX_NAMESPACES as usize,
+            watch_buffer: DEFAULT_WATCH_BUFFER as usize,
             health: Health { broken: Mutex::new(BTreeSet::new()), serving: watch::Sender::new(true) },
         })
     }
@@ -332,6 +399,13 @@ impl App {
     /// Namespaces already stored always load.
     pub fn with_max_namespaces(mut self, max: usize) -> Self {
         self.max_namespaces = max;
+        self
+    }
+
+    /// Keeps `entries` story changes in memory for each watched namespace
+    /// (see [`App::watch`]).
+    pub fn with_watch_buffer(mut self, entries: usize) -> Self {
+        self.watch_buffer = entries;
         self
     }
 
@@ -444,7 +518,7 @@ impl App {
     /// Makes the changes of a namespace's engine durable, or, if that
     /// fails, rebuilds the namespace from the store and reports the
     /// failure, so memory never holds what the store does not.
-    fn commit(&self, name: &str, slot: &mut Slot) -> Result<(), AppError> {
+    fn commit(&self, name: &str, slot: &mut Slot, feed: &Feed) -> Result<(), AppError> {
         let engine = self.ready(name, slot)?;
         if !engine.has_changes() {
             return Ok(());
@@ -458,6 +532,7 @@ impl App {
                 if let Slot::Ready(_, held) = slot {
                     *held = version;
                 }
+                feed.publish(&changes.story_changes);
                 return Ok(());
             }
             Err(e) => e,
@@ -584,7 +659,7 @@ impl App {
                 self.reset(name, &mut slot, "a batch failed while it was applied");
                 continue;
             }
-            let committed = self.commit(name, &mut slot);
+            let committed = self.commit(name, &mut slot, &namespace.feed);
             for (i, answered) in applied {
                 if let Some(answer) = answers.get_mut(i) {
                     *answer = Some(committed.clone().map(|()| {
@@ -649,13 +724,17 @@ impl App {
         self.read(namespace, |engine| engine.story(story_id))?.ok_or_else(|| AppError::StoryNotFound(id.to_owned()))
     }
 
-    /// One page of stories.
+    /// One page of stories, the cursor of the next one, and the latest
+    /// story change the page reflects.
     pub fn list_stories(
         &self,
         namespace: &str,
         query: &StoryQuery,
-    ) -> Result<(Vec<StoryView>, Option<StoryCursor>), AppError> {
-        self.read(namespace, |engine| engine.list_stories(query))
+    ) -> Result<(Vec<StoryView>, Option<StoryCursor>, u64), AppError> {
+        self.read(namespace, |engine| {
+            let (page, next) = engine.list_stories(query);
+            (page, next, engine.latest_story_change())
+        })
     }
 
     /// One page of stories with their members, read under one lock.
@@ -673,7 +752,7 @@ impl App {
         let engine = self.writable(name, &mut slot)?;
         match guarded("the deletion", || engine.delete(ids)) {
             Ok(result) => {
-                self.commit(name, &mut slot)?;
+                self.commit(name, &mut slot, &namespace.feed)?;
                 Ok(result)
             }
             Err(e) => {
@@ -682,6 +761,37 @@ impl App {
                 Err(e)
             }
         }
+    }
+
+    /// Up to `limit` entries of a namespace's story change feed after
+    /// number `after` (0: from the first), with the range still stored;
+    /// [`AppError::OutOfRange`] if entries after `after` were trimmed, or
+    /// `after` is past the latest entry.
+    pub fn story_changes(&self, name: &str, after: u64, limit: usize) -> Result<ChangePage, AppError> {
+        self.namespace(name)?;
+        let stored = self.store.story_changes(name, after, limit).map_err(AppError::store)?;
+        let page = stored.unwrap_or(ChangePage { changes: Vec::new(), earliest: 1, latest: 0 });
+        let (earliest, latest) = (page.earliest, page.latest);
+        if after > latest {
+            let reason = format!("after_sequence {after} is past the latest story change, {latest}");
+            return Err(AppError::OutOfRange { reason, earliest, latest });
+        }
+        if after.saturating_add(1) < earliest {
+            let reason = format!(
+                "the story changes after {after} are no longer kept (change_feed_length): the earliest is {earliest}; \
+                 read the stories again (ListStories) and go on from its story_change_sequence"
+            );
+            return Err(AppError::OutOfRange { reason, earliest, latest });
+        }
+        Ok(page)
+    }
+
+    /// Every story change of a namespace committed from now on, as it
+    /// commits, through a ring of the latest entries (`with_watch_buffer`):
+    /// a receiver that falls a whole ring behind gets
+    /// [`broadcast::error::RecvError::Lagged`].
+    pub fn watch(&self, name: &str) -> Result<broadcast::Receiver<StoryChange>, AppError> {
+        Ok(self.namespace(name)?.feed.subscribe(self.watch_buffer))
     }
 
     /// The names of the namespaces, sorted.

@@ -5,6 +5,9 @@
 use super::error::CoreError;
 use super::types::{DAY_MS, Millis};
 
+/// The most entries a namespace's change feed keeps.
+const MAX_CHANGE_FEED_LENGTH: u64 = 100_000_000;
+
 /// Which embedder a namespace uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmbedderKind {
@@ -85,6 +88,8 @@ pub struct Settings {
     /// Headlines whose event time is this far behind the newest one leave
     /// memory and disk; `None` keeps everything.
     pub retention: Option<Millis>,
+    /// The story change feed keeps this many of its latest entries.
+    pub change_feed_length: u64,
 }
 
 impl Default for Settings {
@@ -104,6 +109,7 @@ impl Default for Settings {
             copy_window: 3 * DAY_MS,
             candidates: 20,
             retention: Some(30 * DAY_MS),
+            change_feed_length: 100_000,
         }
     }
 }
@@ -136,6 +142,7 @@ impl Settings {
                 let hours: f64 = number(key, value)?;
                 self.retention = (hours > 0.0).then_some((hours * 3_600_000.0) as Millis);
             }
+            "change_feed_length" => self.change_feed_length = number(key, value)?,
             other => return Err(CoreError::UnknownSetting(other.to_owned())),
         }
         Ok(())
@@ -159,6 +166,7 @@ impl Settings {
             format!("copy_window_hours={}", hours(self.copy_window)),
             format!("candidates={}", self.candidates),
             format!("retention_hours={}", self.retention.map_or(0.0, hours)),
+            format!("change_feed_length={}", self.change_feed_length),
         ]
     }
 
@@ -229,6 +237,12 @@ impl Settings {
         if !(8..=4096).contains(&self.lexical_dim) {
             return Err(CoreError::setting("lexical_dim", format!("must be in 8..=4096, got {}", self.lexical_dim)));
         }
+        if !(1..=MAX_CHANGE_FEED_LENGTH).contains(&self.change_feed_length) {
+            return Err(CoreError::setting(
+                "change_feed_length",
+                format!("must be in 1..={MAX_CHANGE_FEED_LENGTH}, got {}", self.change_feed_length),
+            ));
+        }
         if !(1..=200).contains(&self.candidates) {
             return Err(CoreError::setting("candidates", format!("must be in 1..=200, got {}", self.candidates)));
         }
@@ -268,6 +282,7 @@ mod tests {
             "copy_window_hours=6",
             "retention_hours=1",
             "candidates=0",
+            "change_feed_length=0",
             "embedder=magic",
             "story_threshold=abc",
             "nonsense=1",

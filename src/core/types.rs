@@ -301,6 +301,119 @@ pub struct StoryView {
     pub merged: Vec<StoryId>,
 }
 
+/// What happened to a story in one commit, as its change feed tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// The story appeared.
+    Created,
+    /// Its members changed (size, canonical headline, times).
+    Updated,
+    /// It was merged into another story.
+    Merged,
+    /// It lost its last member.
+    Deleted,
+}
+
+impl ChangeKind {
+    /// Every kind.
+    pub const ALL: [ChangeKind; 4] = [Self::Created, Self::Updated, Self::Merged, Self::Deleted];
+
+    /// The kind's code in the store (never changes).
+    pub fn code(self) -> u32 {
+        match self {
+            Self::Created => 1,
+            Self::Updated => 2,
+            Self::Merged => 3,
+            Self::Deleted => 4,
+        }
+    }
+
+    /// The kind of a stored code.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.code() == code)
+    }
+}
+
+/// Why a story's last member went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Its headlines were deleted by a client.
+    Takedown,
+    /// Its headlines fell behind the retention period.
+    Retention,
+}
+
+impl Removal {
+    /// The reason's code in the store (never changes).
+    pub fn code(self) -> u32 {
+        match self {
+            Self::Takedown => 1,
+            Self::Retention => 2,
+        }
+    }
+
+    /// The reason of a stored code.
+    pub fn from_code(code: u32) -> Option<Self> {
+        [Self::Takedown, Self::Retention].into_iter().find(|reason| reason.code() == code)
+    }
+}
+
+/// One entry of a namespace's story change feed: the net effect of one
+/// commit on one story. A created or updated story carries its state after
+/// the commit; a merged one names its survivor; a deleted one the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoryChange {
+    /// The entry's number in the namespace's feed, from 1, without gaps.
+    pub seq: u64,
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The story.
+    pub story: StoryId,
+    /// The story it was merged into ([`ChangeKind::Merged`]).
+    pub merged_into: Option<StoryId>,
+    /// Why it went ([`ChangeKind::Deleted`]).
+    pub removal: Option<Removal>,
+    /// Its number of members (0 once merged or deleted).
+    pub size: usize,
+    /// Its canonical headline's id.
+    pub canonical_headline_id: String,
+    /// Its canonical headline's text.
+    pub canonical_text: String,
+    /// Its earliest member's event time.
+    pub first_seen: Millis,
+    /// Its latest member's event time.
+    pub last_seen: Millis,
+}
+
+impl StoryChange {
+    /// An entry that carries no story state (merged or deleted).
+    pub fn gone(seq: u64, kind: ChangeKind, story: StoryId) -> Self {
+        Self {
+            seq,
+            kind,
+            story,
+            merged_into: None,
+            removal: None,
+            size: 0,
+            canonical_headline_id: String::new(),
+            canonical_text: String::new(),
+            first_seen: 0,
+            last_seen: 0,
+        }
+    }
+}
+
+/// A page of a namespace's change feed, and the part of it still stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangePage {
+    /// The entries after the requested sequence number, in order.
+    pub changes: Vec<StoryChange>,
+    /// The earliest entry still stored (the latest plus one when none is).
+    pub earliest: u64,
+    /// The latest entry written (0 before the first).
+    pub latest: u64,
+}
+
 /// The order of a story listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoryOrder {

@@ -6,7 +6,9 @@
 //! - records: (namespace, sequence number) → a headline with its
 //!   assignment, evidence and quantized vector (protobuf-encoded);
 //! - redirects: (namespace, merged story) → surviving story;
-//! - namespaces: namespace → its settings and counters.
+//! - namespaces: namespace → its settings and counters;
+//! - story changes: (namespace, number) → an entry of its story change
+//!   feed, the latest `change_feed_length` of them.
 //!
 //! Stories, the exact-text map, term counts and index graphs are derived
 //! from the records when a namespace is loaded. Every batch is one
@@ -18,7 +20,7 @@ pub mod redb;
 use std::path::{Path, PathBuf};
 
 use crate::core::engine::{Changes, Counters, PersistedRecord};
-use crate::core::types::{Headline, MatchKind, StoryId};
+use crate::core::types::{ChangeKind, ChangePage, Headline, MatchKind, Removal, StoryChange, StoryId};
 use crate::core::vector::QuantizedVector;
 
 pub use self::postgres::{Followed, PostgresOptions, PostgresStore};
@@ -116,6 +118,69 @@ pub(crate) struct NamespaceMessage {
     /// The retention clock (absent in files written before it was kept).
     #[prost(sint64, optional, tag = "5")]
     watermark: Option<i64>,
+    /// The change feed's next number (absent before the feed was kept).
+    #[prost(uint64, optional, tag = "6")]
+    next_change: Option<u64>,
+}
+
+/// An entry of a namespace's story change feed, as encoded in the
+/// `story_changes` table.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct StoryChangeMessage {
+    #[prost(uint32, tag = "1")]
+    kind: u32,
+    #[prost(uint64, tag = "2")]
+    story: u64,
+    #[prost(uint64, optional, tag = "3")]
+    merged_into: Option<u64>,
+    #[prost(uint32, optional, tag = "4")]
+    removal: Option<u32>,
+    #[prost(uint64, tag = "5")]
+    size: u64,
+    #[prost(string, tag = "6")]
+    canonical_headline_id: String,
+    #[prost(string, tag = "7")]
+    canonical_text: String,
+    #[prost(sint64, tag = "8")]
+    first_seen: i64,
+    #[prost(sint64, tag = "9")]
+    last_seen: i64,
+}
+
+impl StoryChangeMessage {
+    pub(crate) fn from_change(c: &StoryChange) -> Self {
+        Self {
+            kind: c.kind.code(),
+            story: c.story.0,
+            merged_into: c.merged_into.map(|id| id.0),
+            removal: c.removal.map(Removal::code),
+            size: c.size as u64,
+            canonical_headline_id: c.canonical_headline_id.clone(),
+            canonical_text: c.canonical_text.clone(),
+            first_seen: c.first_seen,
+            last_seen: c.last_seen,
+        }
+    }
+
+    pub(crate) fn into_change(self, seq: u64) -> Result<StoryChange, String> {
+        let kind = ChangeKind::from_code(self.kind).ok_or_else(|| format!("unknown change kind {}", self.kind))?;
+        let removal = self
+            .removal
+            .map(|code| Removal::from_code(code).ok_or_else(|| format!("unknown removal {code}")))
+            .transpose()?;
+        Ok(StoryChange {
+            seq,
+            kind,
+            story: StoryId(self.story),
+            merged_into: self.merged_into.map(StoryId),
+            removal,
+            size: usize::try_from(self.size).unwrap_or(usize::MAX),
+            canonical_headline_id: self.canonical_headline_id,
+            canonical_text: self.canonical_text,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+        })
+    }
 }
 
 impl RecordMessage {
@@ -209,6 +274,7 @@ impl NamespaceMessage {
             next_story: counters.next_story,
             merges: counters.merges,
             watermark: Some(counters.watermark),
+            next_change: Some(counters.next_change),
         }
     }
 
@@ -220,6 +286,7 @@ impl NamespaceMessage {
                 next_story: self.next_story,
                 merges: self.merges,
                 watermark: self.watermark.unwrap_or(i64::MIN),
+                next_change: self.next_change.unwrap_or(1),
             },
             settings: self.settings,
             redirects: Vec::new(),
@@ -319,11 +386,23 @@ impl Store {
         }
     }
 
+    /// Up to `limit` entries of a namespace's story change feed after
+    /// number `after`, with the range still stored, read in one
+    /// transaction; `None` if the namespace was never committed.
+    pub fn story_changes(&self, namespace: &str, after: u64, limit: usize) -> Result<Option<ChangePage>, StoreError> {
+        match self {
+            Self::Redb(store) => store.story_changes(namespace, after, limit),
+            Self::Postgres(store) => store.story_changes(namespace, after, limit),
+        }
+    }
+
     /// Writes a snapshot of every namespace into a new embedded store in
     /// `dir` (missing or empty): every batch committed before the call,
     /// none in part, read in one transaction as the store is read at start
     /// while writers go on. The copy is an embedded database whichever
-    /// store this is, so `serve --data-dir` restores it.
+    /// store this is, so `serve --data-dir` restores it. The change feed's
+    /// entries are not copied: the copy's feed goes on from the snapshot's
+    /// latest number.
     pub fn back_up(&self, dir: &Path) -> Result<Snapshot, StoreError> {
         let copy = RedbStore::open(dir)?;
         let mut snapshot = Snapshot::default();

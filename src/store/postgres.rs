@@ -1,8 +1,9 @@
 //! PostgreSQL as the system of record, shared by several nodes.
 //!
 //! The facts are those of the embedded store, encoded the same way, in the
-//! schema `headline_dedup`: `records`, `redirects` and `namespaces`, with
-//! `schema_version` (the one version row) and `leases`.
+//! schema `headline_dedup`: `records`, `redirects`, `namespaces` and
+//! `story_changes`, with `schema_version` (the one version row) and
+//! `leases`.
 //!
 //! One node at a time leads a namespace: it holds the namespace's row in
 //! `leases`, on the database's clock. A node takes a lease when it was
@@ -25,9 +26,9 @@ use prost::Message;
 use tokio_postgres::{IsolationLevel, NoTls};
 use tracing::{info, warn};
 
-use super::{Lead, NamespaceMessage, RecordMessage, Records, StoreError, StoredNamespace};
+use super::{Lead, NamespaceMessage, RecordMessage, Records, StoreError, StoredNamespace, StoryChangeMessage};
 use crate::core::engine::{Changes, PersistedRecord};
-use crate::core::types::StoryId;
+use crate::core::types::{ChangePage, StoryId};
 
 /// The schema version this code reads and writes.
 const SCHEMA_VERSION: i32 = 1;
@@ -49,6 +50,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS headline_dedup.changes (
         namespace text NOT NULL, version bigint NOT NULL, epoch bigint NOT NULL, body bytea NOT NULL,
         committed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (namespace, version))",
+    "CREATE TABLE IF NOT EXISTS headline_dedup.story_changes (
+        namespace text NOT NULL, seq bigint NOT NULL, body bytea NOT NULL, PRIMARY KEY (namespace, seq))",
     "CREATE TABLE IF NOT EXISTS headline_dedup.leases (
         namespace text PRIMARY KEY, epoch bigint NOT NULL, holder text NOT NULL, leader text NOT NULL,
         holder_pid integer NOT NULL, expires_at timestamptz NOT NULL, version bigint NOT NULL DEFAULT 0)",
@@ -113,6 +116,13 @@ struct ChangesMessage {
     /// The settings and counters after the commit.
     #[prost(message, optional, tag = "8")]
     namespace: Option<NamespaceMessage>,
+    #[prost(uint64, repeated, tag = "9")]
+    story_change_seqs: Vec<u64>,
+    /// The story change feed's new entries, each a `StoryChangeMessage`.
+    #[prost(bytes = "vec", repeated, tag = "10")]
+    story_changes: Vec<Vec<u8>>,
+    #[prost(uint64, tag = "11")]
+    story_changes_from: u64,
 }
 
 impl ChangesMessage {
@@ -126,6 +136,13 @@ impl ChangesMessage {
             redirect_to: changes.redirects.iter().map(|(_, to)| to.0).collect(),
             dropped_redirects: changes.dropped_redirects.iter().map(|from| from.0).collect(),
             namespace: Some(NamespaceMessage::new(settings, &changes.counters)),
+            story_change_seqs: changes.story_changes.iter().map(|c| c.seq).collect(),
+            story_changes: changes
+                .story_changes
+                .iter()
+                .map(|c| StoryChangeMessage::from_change(c).encode_to_vec())
+                .collect(),
+            story_changes_from: changes.story_changes_from,
         }
     }
 
@@ -136,6 +153,14 @@ impl ChangesMessage {
             .zip(&self.added)
             .map(|(&seq, body)| {
                 RecordMessage::decode(body.as_slice()).map_err(|e| e.to_string()).and_then(|m| m.into_record(seq))
+            })
+            .collect::<Result<_, _>>()?;
+        let story_changes = self
+            .story_change_seqs
+            .iter()
+            .zip(&self.story_changes)
+            .map(|(&seq, body)| {
+                StoryChangeMessage::decode(body.as_slice()).map_err(|e| e.to_string()).and_then(|m| m.into_change(seq))
             })
             .collect::<Result<_, _>>()?;
         let counters = self.namespace.ok_or("no counters")?.into_stored(String::new()).counters;
@@ -149,6 +174,8 @@ impl ChangesMessage {
                 .map(|(f, t)| (StoryId(f), StoryId(t)))
                 .collect(),
             dropped_redirects: self.dropped_redirects.into_iter().map(StoryId).collect(),
+            story_changes,
+            story_changes_from: self.story_changes_from,
             counters,
         })
     }
@@ -623,6 +650,52 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Up to `limit` entries of a namespace's change feed after `after`
+    /// (see [`super::Store::story_changes`]), in one snapshot.
+    pub fn story_changes(&self, namespace: &str, after: u64, limit: usize) -> Result<Option<ChangePage>, StoreError> {
+        let mut client = self.run(async { self.pool.get().await.map_err(|e| self.error(e)) })?;
+        let txn = self.run(snapshot(&mut client, &self.place))?;
+        self.run(async {
+            let Some(row) = txn
+                .query_opt("SELECT meta FROM headline_dedup.namespaces WHERE name = $1", &[&namespace])
+                .await
+                .map_err(|e| self.error(e))?
+            else {
+                return Ok(None);
+            };
+            let counters = NamespaceMessage::decode(row.get::<_, &[u8]>(0))
+                .map_err(|e| self.corrupt(format!("namespace {namespace:?}"), e))?
+                .into_stored(namespace.to_owned())
+                .counters;
+            let latest = counters.next_change.saturating_sub(1);
+            let earliest = txn
+                .query_one("SELECT min(seq) FROM headline_dedup.story_changes WHERE namespace = $1", &[&namespace])
+                .await
+                .map_err(|e| self.error(e))?
+                .get::<_, Option<i64>>(0)
+                .map_or(latest + 1, |seq| seq as u64);
+            let rows = txn
+                .query(
+                    "SELECT seq, body FROM headline_dedup.story_changes WHERE namespace = $1 AND seq > $2
+                     ORDER BY seq LIMIT $3",
+                    &[&namespace, &(after.min(i64::MAX as u64) as i64), &(limit.min(i64::MAX as usize) as i64)],
+                )
+                .await
+                .map_err(|e| self.error(e))?;
+            let mut changes = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let seq = row.get::<_, i64>(0) as u64;
+                let what = || format!("story change {namespace}/{seq}");
+                let message =
+                    StoryChangeMessage::decode(row.get::<_, &[u8]>(1)).map_err(|e| self.corrupt(what(), e))?;
+                changes.push(message.into_change(seq).map_err(|e| self.corrupt(what(), e))?);
+            }
+            Ok(Some(ChangePage { changes, earliest, latest }))
+        })
+    }
+}
+
 /// The records of one namespace, read a page at a time inside the load's
 /// snapshot.
 struct RecordPages<'a> {
@@ -809,6 +882,22 @@ async fn write_changes(
         txn.execute(
             "DELETE FROM headline_dedup.redirects WHERE namespace = $1 AND from_story = ANY($2)",
             &[&namespace, &from],
+        )
+        .await?;
+    }
+    if !changes.story_changes.is_empty() {
+        let seqs: Vec<i64> = changes.story_changes.iter().map(|c| c.seq as i64).collect();
+        let bodies: Vec<Vec<u8>> =
+            changes.story_changes.iter().map(|c| StoryChangeMessage::from_change(c).encode_to_vec()).collect();
+        txn.execute(
+            "INSERT INTO headline_dedup.story_changes (namespace, seq, body)
+             SELECT $1, * FROM unnest($2::bigint[], $3::bytea[])",
+            &[&namespace, &seqs, &bodies],
+        )
+        .await?;
+        txn.execute(
+            "DELETE FROM headline_dedup.story_changes WHERE namespace = $1 AND seq < $2",
+            &[&namespace, &(changes.story_changes_from as i64)],
         )
         .await?;
     }

@@ -1,5 +1,6 @@
 //! The embedded store: one redb file, `headline-dedup.redb`, in the data
-//! directory, with the tables `records`, `redirects` and `namespaces`.
+//! directory, with the tables `records`, `redirects`, `namespaces` and
+//! `story_changes`.
 //! Every batch is one transaction, committed durably (fsync) before the
 //! batch is answered. Opening verifies the checksums of every page of the
 //! file.
@@ -9,13 +10,14 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{NamespaceMessage, RecordMessage, Records, StoreError, StoredNamespace, panic_message};
+use super::{NamespaceMessage, RecordMessage, Records, StoreError, StoredNamespace, StoryChangeMessage, panic_message};
 use crate::core::engine::Changes;
-use crate::core::types::StoryId;
+use crate::core::types::{ChangePage, StoryId};
 
 const RECORDS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("records");
 const REDIRECTS: TableDefinition<(&str, u64), u64> = TableDefinition::new("redirects");
 const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespaces");
+const STORY_CHANGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("story_changes");
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "headline-dedup.redb";
@@ -123,6 +125,7 @@ impl RedbStore {
             txn.open_table(RECORDS).map_err(|e| store.error(e))?;
             txn.open_table(REDIRECTS).map_err(|e| store.error(e))?;
             txn.open_table(NAMESPACES).map_err(|e| store.error(e))?;
+            txn.open_table(STORY_CHANGES).map_err(|e| store.error(e))?;
         }
         txn.commit().map_err(|e| store.error(e))?;
         Ok(store)
@@ -213,6 +216,36 @@ impl RedbStore {
         }
     }
 
+    /// Up to `limit` entries of a namespace's change feed after `after`
+    /// (see [`super::Store::story_changes`]).
+    pub fn story_changes(&self, namespace: &str, after: u64, limit: usize) -> Result<Option<ChangePage>, StoreError> {
+        guarded(&self.path, || {
+            let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+            let namespaces = txn.open_table(NAMESPACES).map_err(|e| self.error(e))?;
+            let Some(value) = namespaces.get(namespace).map_err(|e| self.error(e))? else { return Ok(None) };
+            let counters = NamespaceMessage::decode(value.value())
+                .map_err(|e| self.corrupt(format!("namespace {namespace:?}"), e))?
+                .into_stored(namespace.to_owned())
+                .counters;
+            let latest = counters.next_change.saturating_sub(1);
+            let feed = txn.open_table(STORY_CHANGES).map_err(|e| self.error(e))?;
+            let range = |from: u64| feed.range((namespace, from)..=(namespace, u64::MAX)).map_err(|e| self.error(e));
+            let earliest = match range(0)?.next() {
+                Some(entry) => entry.map_err(|e| self.error(e))?.0.value().1,
+                None => latest + 1,
+            };
+            let mut changes = Vec::new();
+            for entry in range(after.saturating_add(1))?.take(limit) {
+                let (key, value) = entry.map_err(|e| self.error(e))?;
+                let seq = key.value().1;
+                let what = || format!("story change {namespace}/{seq}");
+                let message = StoryChangeMessage::decode(value.value()).map_err(|e| self.corrupt(what(), e))?;
+                changes.push(message.into_change(seq).map_err(|e| self.corrupt(what(), e))?);
+            }
+            Ok(Some(ChangePage { changes, earliest, latest }))
+        })
+    }
+
     /// Writes one batch's changes of a namespace in one durable transaction.
     pub fn commit(&self, namespace: &str, settings: &[String], changes: &Changes) -> Result<(), StoreError> {
         guarded(&self.path, || self.commit_unguarded(namespace, settings, changes))
@@ -236,6 +269,13 @@ impl RedbStore {
             for from in &changes.dropped_redirects {
                 redirects.remove((namespace, from.0)).map_err(|e| self.error(e))?;
             }
+            let mut feed = txn.open_table(STORY_CHANGES).map_err(|e| self.error(e))?;
+            for change in &changes.story_changes {
+                let bytes = StoryChangeMessage::from_change(change).encode_to_vec();
+                feed.insert((namespace, change.seq), bytes.as_slice()).map_err(|e| self.error(e))?;
+            }
+            feed.retain_in((namespace, 0)..(namespace, changes.story_changes_from), |_, _| false)
+                .map_err(|e| self.error(e))?;
             let meta = NamespaceMessage::new(settings, &changes.counters);
             let mut namespaces = txn.open_table(NAMESPACES).map_err(|e| self.error(e))?;
             namespaces.insert(namespace, meta.encode_to_vec().as_slice()).map_err(|e| self.error(e))?;
@@ -248,7 +288,7 @@ impl RedbStore {
 mod tests {
     use super::*;
     use crate::core::engine::{Counters, PersistedRecord};
-    use crate::core::types::{Headline, MatchKind};
+    use crate::core::types::{ChangeKind, Headline, MatchKind, StoryChange};
     use crate::core::vector::QuantizedVector;
     use crate::store::Store;
 
@@ -285,7 +325,12 @@ mod tests {
             removed: vec![],
             redirects: vec![(StoryId(3), StoryId(1)), (StoryId(5), StoryId(1))],
             dropped_redirects: vec![],
-            counters: Counters { next_seq: 3, next_story: 4, merges: 1, watermark: 1_002 },
+            story_changes: vec![
+                StoryChange { canonical_text: "Fed raises rates".into(), size: 3, ..created(1) },
+                StoryChange { merged_into: Some(StoryId(1)), ..StoryChange::gone(2, ChangeKind::Merged, StoryId(3)) },
+            ],
+            story_changes_from: 1,
+            counters: Counters { next_seq: 3, next_story: 4, merges: 1, watermark: 1_002, next_change: 3 },
         };
         store.commit("default", &["story_threshold=0.3".into()], &changes).expect("commit");
         store
@@ -295,7 +340,9 @@ mod tests {
                 &Changes {
                     removed: vec![(1, 1001)],
                     dropped_redirects: vec![StoryId(5)],
-                    counters: changes.counters,
+                    story_changes: vec![created(3)],
+                    story_changes_from: 2,
+                    counters: Counters { next_change: 4, ..changes.counters },
                     ..Changes::default()
                 },
             )
@@ -307,7 +354,23 @@ mod tests {
         assert_eq!(ns.name, "default");
         assert_eq!(records, &vec![record(0), record(2)]);
         assert_eq!(ns.redirects, vec![(StoryId(3), StoryId(1))]);
-        assert_eq!(ns.counters, changes.counters);
+        assert_eq!(ns.counters, Counters { next_change: 4, ..changes.counters });
+        let store = Store::open(dir.path()).expect("reopen");
+        let page = store.story_changes("default", 0, 10).expect("read").expect("stored");
+        assert_eq!((page.earliest, page.latest), (2, 3), "entry 1 was trimmed");
+        assert_eq!(page.changes, vec![changes.story_changes[1].clone(), created(3)]);
+        assert_eq!(store.story_changes("default", 2, 10).expect("read").map(|p| p.changes), Some(vec![created(3)]));
+        assert_eq!(store.story_changes("other", 0, 10).expect("read"), None);
+    }
+
+    fn created(seq: u64) -> StoryChange {
+        StoryChange {
+            canonical_headline_id: "h0".into(),
+            first_seen: 1_000,
+            last_seen: 1_002,
+            size: 1,
+            ..StoryChange::gone(seq, ChangeKind::Created, StoryId(1))
+        }
     }
 
     #[test]

@@ -100,6 +100,8 @@ const CALLS: &[(&str, &str)] = &[
     ("ListStories", r#"{"namespace": "desk", "minSize": 1}"#),
     ("GetStats", r#"{"namespace": "desk"}"#),
     ("DeleteHeadlines", r#"{"namespace": "desk", "ids": ["h3", "nope"]}"#),
+    ("ListStoryChanges", r#"{"namespace": "desk", "pageSize": 5}"#),
+    ("ListStoryChanges", r#"{"namespace": "desk", "afterSequence": "99"}"#),
     ("GetStory", r#"{"namespace": "desk", "storyId": "s404"}"#),
     ("GetHeadline", r#"{"namespace": "Not A Namespace!", "id": "h1"}"#),
 ];
@@ -123,7 +125,7 @@ fn every_unary_rpc_answers_curl_as_it_answers_grpcurl() {
             assert_eq!(connect_code, code.to_lowercase(), "{method}: {err} / {answer}");
             let http = match code {
                 "NotFound" => 404,
-                "InvalidArgument" => 400,
+                "InvalidArgument" | "OutOfRange" => 400,
                 other => panic!("{method}: unexpected code {other}"),
             };
             assert_eq!(status, http, "{method}: {answer}");

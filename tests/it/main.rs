@@ -6,6 +6,7 @@ mod bad_input;
 mod chaos;
 mod cli;
 mod durability;
+mod feed;
 mod grpc;
 mod json;
 mod operations;

@@ -272,7 +272,10 @@ fn store(postgres: &Postgres, advertise: &str) -> Store {
 }
 
 fn counters(next_seq: u64) -> Changes {
-    Changes { counters: Counters { next_seq, next_story: 1, merges: 0, watermark: 0 }, ..Changes::default() }
+    Changes {
+        counters: Counters { next_seq, next_story: 1, merges: 0, watermark: 0, next_change: 1 },
+        ..Changes::default()
+    }
 }
 
 #[test]
@@ -392,4 +395,47 @@ async fn over_tls_a_write_goes_to_the_leader_only_with_a_ca_to_verify_it() {
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     assert!(refused.message().contains(&leader.addr), "names the leader: {refused:?}");
     assert_eq!(postgres.sql("SELECT leader FROM headline_dedup.leases"), leader.addr);
+}
+
+#[tokio::test]
+async fn a_follower_streams_the_leaders_story_changes_as_it_applies_them() {
+    use crate::feed::{listed, next, watch};
+    use pb::watch_stories_response::Event;
+
+    let postgres = Postgres::start();
+    let (leader, follower) = (postgres.node(), postgres.node());
+    let all = headlines("", 600);
+    ingest(&leader, all[..100].to_vec()).await.expect("ingest on the leader");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while follower
+        .client()
+        .await
+        .get_stats(pb::GetStatsRequest::default())
+        .await
+        .map_or(0, |s| s.into_inner().namespaces.first().map_or(0, |n| n.headlines))
+        < 100
+    {
+        assert!(Instant::now() < deadline, "the follower did not learn the namespace:\n{}", follower.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = follower.client().await;
+    let mut stream = watch(&mut client, Some(0)).await.expect("watch on the follower");
+    for chunk in all[100..].chunks(100) {
+        ingest(&leader, chunk.to_vec()).await.expect("ingest on the leader");
+    }
+    let ids: Vec<String> = all[..20].iter().map(|h| h.id.clone()).collect();
+    let mut writer = leader.client().await;
+    writer.delete_headlines(pb::DeleteHeadlinesRequest { namespace: String::new(), ids }).await.expect("delete");
+    let written = listed(&mut writer, 0).await;
+    let latest = written.last().map(|c| c.sequence).expect("changes");
+    let mut received = Vec::new();
+    while received.last().map_or(0, |c: &pb::StoryChange| c.sequence) < latest {
+        match next(&mut stream).await {
+            Some(Ok(Event::Change(change))) => received.push(change),
+            Some(Ok(Event::Progress(_))) => {}
+            other => panic!("the follower's stream ended: {other:?}\n{}", follower.log()),
+        }
+    }
+    assert_eq!(received, written, "the follower streams what the leader wrote");
+    assert_eq!(listed(&mut client, 0).await, written, "and lists it");
 }

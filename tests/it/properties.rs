@@ -88,7 +88,7 @@ fn answers(app: &App, ids: &[String]) -> (BTreeMap<String, String>, Vec<String>,
         .collect();
     let query =
         StoryQuery { start: None, end: None, min_size: 1, order: StoryOrder::Size, limit: usize::MAX, after: None };
-    let (stories, _) = app.list_stories("default", &query).expect("stories");
+    let (stories, _, _) = app.list_stories("default", &query).expect("stories");
     let stories = stories.iter().map(|s| format!("{} {} {}", s.id, s.canonical_headline_id, s.size)).collect();
     let stats = format!("{:?}", app.stats(Some("default")).expect("stats"));
     (headlines, stories, stats)

@@ -34,9 +34,14 @@ impl TestServer {
     }
 
     pub async fn start_with(settings: SettingsBook, limits: Limits) -> Self {
+        Self::start_app(App::in_memory(model(), settings).expect("app"), limits).await
+    }
+
+    /// A server of `app`.
+    pub async fn start_app(app: App, limits: Limits) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let app = Arc::new(App::in_memory(model(), settings).expect("app"));
+        let app = Arc::new(app);
         let options = ServerOptions {
             limits,
             max_message_bytes: 4 * 1024 * 1024,

@@ -98,6 +98,11 @@ pub struct ServeArgs {
     /// load).
     #[arg(long, env = "HEADLINE_DEDUP_MAX_NAMESPACES", default_value_t = headline_dedup::app::DEFAULT_MAX_NAMESPACES, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_namespaces: u32,
+    /// Story changes kept in memory for each watched namespace: a
+    /// WatchStories stream that falls this far behind is ended with
+    /// RESOURCE_EXHAUSTED (and resumes from the store).
+    #[arg(long, env = "HEADLINE_DEDUP_WATCH_BUFFER", default_value_t = headline_dedup::app::DEFAULT_WATCH_BUFFER, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub watch_buffer: u32,
     /// Largest message accepted or sent, in bytes: a gRPC message, or the
     /// body of a JSON call.
     #[arg(long, env = "HEADLINE_DEDUP_MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]

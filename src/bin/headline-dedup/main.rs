@@ -114,7 +114,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         info!(data_dir = %args.data_dir.display(), "opening state");
         App::open(model, settings, store)?
     };
-    let app = Arc::new(app.with_max_namespaces(args.max_namespaces as usize));
+    let app =
+        Arc::new(app.with_max_namespaces(args.max_namespaces as usize).with_watch_buffer(args.watch_buffer as usize));
     app.start_following()?;
     let options = ServerOptions {
         limits: Limits { max_batch: args.max_batch as usize, max_pending: args.max_pending_calls as usize },

@@ -38,6 +38,7 @@ mod book;
 mod consolidate;
 mod decide;
 mod exact;
+mod feed;
 mod ids;
 mod ledger;
 mod persist;
@@ -61,7 +62,7 @@ use super::index::{Search, SegmentedIndex};
 use super::normalize::{Normalized, normalize, stable_hash};
 use super::settings::Settings;
 use super::story::Story;
-use super::types::{Assignment, Candidate, Headline, ItemError, MatchKind, Millis, StoryId};
+use super::types::{Assignment, Candidate, Headline, ItemError, MatchKind, Millis, Removal, StoryId};
 use super::vector::QuantizedVector;
 
 /// A same-story headline whose vector is at least this close to one of the
@@ -112,6 +113,8 @@ pub struct Engine {
     /// The latest event time ever accepted: the retention clock, which
     /// never moves backwards (not even when that headline is deleted).
     watermark: Millis,
+    /// The number of the story change feed's next entry.
+    next_change: u64,
     /// The headlines added and removed since the last
     /// [`Engine::take_changes`].
     journal: Journal,
@@ -160,6 +163,7 @@ impl Engine {
             index,
             next_seq: counters.next_seq,
             watermark: counters.watermark,
+            next_change: counters.next_change,
             journal: Journal::default(),
             scan_check: None,
         }
@@ -177,6 +181,7 @@ impl Engine {
             next_story: self.book.next_story(),
             merges: self.book.merges(),
             watermark: self.watermark,
+            next_change: self.next_change,
         }
     }
 
@@ -380,6 +385,7 @@ impl Engine {
             return None;
         }
         self.journal.added.push(seq);
+        self.journal.stories.joined(story_id, decision.story.is_none());
         Some((seq, story_id, near))
     }
 
@@ -439,19 +445,19 @@ impl Engine {
         }
         seqs.sort_unstable();
         seqs.dedup();
-        (self.remove(&seqs), missing)
+        (self.remove(&seqs, Removal::Takedown), missing)
     }
 
     /// Removes every headline whose event time is before `cutoff`; returns
     /// how many. Index segments that hold only such headlines are dropped.
     pub fn expire(&mut self, cutoff: Millis) -> usize {
         let old = self.ledger.before(cutoff);
-        let removed = self.remove(&old);
+        let removed = self.remove(&old, Removal::Retention);
         self.index.drop_before(cutoff);
         removed
     }
 
-    fn remove(&mut self, seqs: &[u64]) -> usize {
+    fn remove(&mut self, seqs: &[u64], why: Removal) -> usize {
         let mut touched = BTreeSet::new();
         let mut removed = 0;
         let mut points = Vec::new();
@@ -471,7 +477,9 @@ impl Engine {
                     self.background.remove(vector);
                 }
             }
-            touched.insert(self.book.resolve(record.story));
+            let story = self.book.resolve(record.story);
+            touched.insert(story);
+            self.journal.stories.left(story, why);
             self.journal.removed.push((seq, record.headline.published));
         }
         // The index forgets them too, so that it is the index a restart

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use super::Engine;
 use super::book::StoryBook;
 use super::decide::{Note, Scores};
+use super::feed::StoryJournal;
 use super::ledger::Record;
 use crate::core::embed::Embedder;
 use crate::core::error::CoreError;
 use crate::core::normalize::normalize;
 use crate::core::settings::Settings;
-use crate::core::types::{Headline, MatchKind, Millis, StoryId};
+use crate::core::types::{Headline, MatchKind, Millis, Removal, StoryChange, StoryId};
 use crate::core::vector::QuantizedVector;
 
 /// Counters that survive a reload.
@@ -26,11 +27,13 @@ pub struct Counters {
     /// The latest event time ever accepted: the retention clock, which
     /// never moves backwards (not even when that headline is deleted).
     pub watermark: Millis,
+    /// The number of the story change feed's next entry.
+    pub next_change: u64,
 }
 
 impl Default for Counters {
     fn default() -> Self {
-        Self { next_seq: 0, next_story: 1, merges: 0, watermark: Millis::MIN }
+        Self { next_seq: 0, next_story: 1, merges: 0, watermark: Millis::MIN, next_change: 1 }
     }
 }
 
@@ -77,6 +80,10 @@ pub struct Changes {
     /// Merge redirects dropped (their survivor disappeared), by the story
     /// they redirected.
     pub dropped_redirects: Vec<StoryId>,
+    /// The story change feed's new entries, in order.
+    pub story_changes: Vec<StoryChange>,
+    /// The feed's entries before this number are no longer kept.
+    pub story_changes_from: u64,
     /// The counters after the changes.
     pub counters: Counters,
 }
@@ -87,6 +94,8 @@ pub struct Changes {
 pub(super) struct Journal {
     pub(super) added: Vec<u64>,
     pub(super) removed: Vec<(u64, Millis)>,
+    /// The stories they touched.
+    pub(super) stories: StoryJournal,
 }
 
 impl Engine {
@@ -117,11 +126,14 @@ impl Engine {
                 })
             })
             .collect();
+        let story_changes = self.story_changes(journal.stories, &redirects.added);
         Changes {
             added,
             removed: journal.removed,
             redirects: redirects.added,
             dropped_redirects: redirects.dropped,
+            story_changes,
+            story_changes_from: self.next_change.saturating_sub(self.settings.change_feed_length).max(1),
             counters: self.counters(),
         }
     }
@@ -163,6 +175,7 @@ impl Engine {
         }
         engine.next_seq = engine.next_seq.max(counters.next_seq);
         engine.watermark = engine.watermark.max(counters.watermark);
+        engine.next_change = engine.next_change.max(counters.next_change);
         Ok(engine)
     }
 
@@ -184,7 +197,7 @@ impl Engine {
             self.book.absorb_into(from, into);
         }
         let removed: Vec<u64> = changes.removed.iter().map(|&(seq, _)| seq).collect();
-        self.remove(&removed);
+        self.remove(&removed, Removal::Retention);
         self.book.drop_redirects(&changes.dropped_redirects);
         for id in touched.into_iter().chain(changes.redirects.iter().map(|&(_, into)| into)) {
             let live = self.book.resolve(id);
@@ -192,6 +205,7 @@ impl Engine {
         }
         self.next_seq = self.next_seq.max(changes.counters.next_seq);
         self.watermark = self.watermark.max(changes.counters.watermark);
+        self.next_change = self.next_change.max(changes.counters.next_change);
         self.book.set_counters(changes.counters.next_story, changes.counters.merges);
         if let Some(cutoff) = self.settings.retention.map(|r| self.watermark.saturating_sub(r)) {
             self.index.drop_before(cutoff);

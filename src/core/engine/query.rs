@@ -103,6 +103,12 @@ impl Engine {
         (matching.into_iter().map(|s| self.story_view(s, false)).collect(), next)
     }
 
+    /// The number of the story change feed's latest entry (0 before the
+    /// first): the state the other reads show.
+    pub fn latest_story_change(&self) -> u64 {
+        self.next_change.saturating_sub(1)
+    }
+
     /// Counters.
     pub fn stats(&self) -> Stats {
         let KindCounts { new_stories, exact_duplicates, near_duplicates, same_story } = self.ledger.kinds();
