@@ -123,7 +123,8 @@ pub async fn serve(
         (Some(_), None) => Peers::Unverifiable,
     };
     let forwarder = Forwarder::new(options.auth_token.clone(), peers, options.leader_wait);
-    let api = DedupApi::new(app, options.limits, forwarder).with_max_message_bytes(options.max_message_bytes);
+    let api =
+        DedupApi::new(Arc::clone(&app), options.limits, forwarder).with_max_message_bytes(options.max_message_bytes);
     let dedup = DedupServiceServer::new(api.clone())
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip)
@@ -160,6 +161,9 @@ pub async fn serve(
     info!("shutting down: health is NOT_SERVING");
     health.set_not_serving::<DedupServiceServer<DedupApi>>().await;
     health.set_service_status("", ServingStatus::NotServing).await;
+    if let Err(e) = app.close_feeds() {
+        warn!(error = %e, "the story change feeds could not be closed");
+    }
     let _ = stop.send(());
     match tokio::time::timeout(options.grace_period, server).await {
         Ok(result) => result??,

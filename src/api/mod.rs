@@ -345,7 +345,11 @@ impl Watcher {
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => {
-                        let _ = self.tx.send(Err(Status::unavailable("the namespace is no longer served here"))).await;
+                        let message = format!(
+                            "the story feed ended (the server is shutting down, or no longer serves the namespace); \
+                             resume with after_sequence {after}"
+                        );
+                        let _ = self.tx.send(Err(Status::unavailable(message))).await;
                         return;
                     }
                 }

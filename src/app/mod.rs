@@ -19,6 +19,7 @@ pub use settings_book::SettingsBook;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use queue::{Queue, Reply};
@@ -72,6 +73,9 @@ pub enum AppError {
     /// read from the store; nothing was applied.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The server is shutting down: it takes no new watchers.
+    #[error("the server is shutting down")]
+    ShuttingDown,
     /// The service failed while answering; nothing was applied.
     #[error("internal error: {0}")]
     Internal(String),
@@ -119,7 +123,7 @@ impl AppError {
             Self::NamespaceNotFound(_) | Self::StoryNotFound(_) | Self::HeadlineNotFound(_) => ErrorCode::NotFound,
             Self::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             Self::OutOfRange { .. } => ErrorCode::OutOfRange,
-            Self::Unavailable(_) | Self::NotLeader { .. } => ErrorCode::Unavailable,
+            Self::Unavailable(_) | Self::ShuttingDown | Self::NotLeader { .. } => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -259,6 +263,12 @@ impl Feed {
             let _ = tx.send(change.clone());
         }
     }
+
+    /// Lets every watcher go: each receives what was published, then the
+    /// end of the feed.
+    fn close(&self) {
+        *self.sender() = None;
+    }
 }
 
 /// Which namespaces cannot be served, and the health that follows: SERVING
@@ -297,6 +307,8 @@ pub struct App {
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     max_namespaces: usize,
     watch_buffer: usize,
+    /// Set by [`App::close_feeds`]: no new watcher is taken.
+    feeds_closed: AtomicBool,
     health: Health,
 }
 
@@ -390,6 +402,7 @@ impl App {
             namespaces: RwLock::new(namespaces),
             max_namespaces: DEFAULT_MAX_NAMESPACES as usize,
             watch_buffer: DEFAULT_WATCH_BUFFER as usize,
+            feeds_closed: AtomicBool::new(false),
             health: Health { broken: Mutex::new(BTreeSet::new()), serving: watch::Sender::new(true) },
         })
     }
@@ -791,7 +804,24 @@ impl App {
     /// a receiver that falls a whole ring behind gets
     /// [`broadcast::error::RecvError::Lagged`].
     pub fn watch(&self, name: &str) -> Result<broadcast::Receiver<StoryChange>, AppError> {
-        Ok(self.namespace(name)?.feed.subscribe(self.watch_buffer))
+        let receiver = self.namespace(name)?.feed.subscribe(self.watch_buffer);
+        // After subscribing: a close that began before is seen here, and
+        // one that begins after reaches this receiver.
+        if self.feeds_closed.load(Ordering::SeqCst) {
+            return Err(AppError::ShuttingDown);
+        }
+        Ok(receiver)
+    }
+
+    /// Ends every watch when the server shuts down, so that no stream
+    /// outlives it: each watcher gets what was committed, then the end of
+    /// its namespace's feed, and no new watcher is taken.
+    pub fn close_feeds(&self) -> Result<(), AppError> {
+        self.feeds_closed.store(true, Ordering::SeqCst);
+        for namespace in self.namespaces.read().map_err(poisoned)?.values() {
+            namespace.feed.close();
+        }
+        Ok(())
     }
 
     /// The names of the namespaces, sorted.

@@ -383,3 +383,30 @@ fn grpcurl_watches_a_takedown_and_an_expiry_each_delete_their_story() {
     assert_eq!(changes[0]["sequence"], "1", "uint64 is a string in JSON");
     assert_eq!(changes[0]["canonicalText"], MERGING[0].1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_ends_every_watch_at_once_with_the_sequence_to_resume_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().display().to_string();
+    let mut server = Served::start_with(&["--data-dir", &data_dir, "--grace-period", "120"]);
+    let mut client = server.client().await;
+    for (id, text) in MERGING {
+        ingest_one(&mut client, id, text).await;
+    }
+    let mut stream = watch(&mut client, Some(0)).await.expect("watch");
+    let seen = changes_until(&mut stream, 4).await;
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || server.terminate()).await.expect("terminate");
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(60), "the watch held the shutdown: {:?}", started.elapsed());
+    let ended = loop {
+        match next(&mut stream).await {
+            Some(Ok(_)) => {}
+            Some(Err(status)) => break status,
+            None => panic!("the stream ended without a status"),
+        }
+    };
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    let last = seen.last().map(|c| c.sequence).expect("changes");
+    assert!(ended.message().contains(&format!("after_sequence {last}")), "{}", ended.message());
+}
