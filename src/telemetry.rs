@@ -58,3 +58,38 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     );
     Ok(handle)
 }
+
+/// The samples of a Prometheus text exposition without those of
+/// namespaces that are gone (deleted here or on another node): the
+/// recorder cannot forget a series, so the scrape leaves them out.
+pub fn without_gone_namespaces(exposition: &str, live: &[String]) -> String {
+    let mut kept = String::with_capacity(exposition.len());
+    for line in exposition.lines() {
+        let namespace =
+            line.split_once("namespace=\"").and_then(|(_, rest)| rest.split_once('"')).map(|(name, _)| name);
+        if line.starts_with('#') || namespace.is_none_or(|name| live.iter().any(|l| l == name)) {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_series_of_a_gone_namespace_leave_the_scrape() {
+        let exposition = "# TYPE headline_dedup_stories gauge\n\
+                          headline_dedup_stories{namespace=\"news\"} 3\n\
+                          headline_dedup_stories{namespace=\"old\"} 5\n\
+                          headline_dedup_commit_seconds_count 9\n";
+        let kept = without_gone_namespaces(exposition, &["news".to_owned()]);
+        assert_eq!(
+            kept,
+            "# TYPE headline_dedup_stories gauge\nheadline_dedup_stories{namespace=\"news\"} 3\n\
+             headline_dedup_commit_seconds_count 9\n"
+        );
+    }
+}

@@ -112,9 +112,15 @@ async fn secure_headers(mut response: Response) -> Response {
 
 async fn render_metrics(State(board): State<Board>) -> Result<Response, ApiError> {
     let app = Arc::clone(&board.app);
-    board.blocking(move || app.publish_metrics()).await?;
+    let live = board
+        .blocking(move || {
+            app.publish_metrics()?;
+            app.namespaces()
+        })
+        .await?;
     board.metrics.run_upkeep();
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], board.metrics.render()).into_response())
+    let exposition = crate::telemetry::without_gone_namespaces(&board.metrics.render(), &live);
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], exposition).into_response())
 }
 
 /// An application error as JSON with its HTTP status.
