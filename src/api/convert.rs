@@ -3,10 +3,11 @@
 
 use crate::pb::wkt::Timestamp;
 
-use crate::app::AppError;
+use crate::app::{AppError, NamespaceInfo};
+use crate::core::settings::Settings;
 use crate::core::types::{
     Assignment, Candidate, ChangeKind, Headline, ItemError, ItemErrorKind, MatchKind, Millis, RawHeadline, Removal,
-    StoredHeadline, StoryChange, StoryView,
+    Stats, StoredHeadline, StoryChange, StoryView,
 };
 use crate::pb;
 
@@ -215,6 +216,82 @@ pub fn story_change(c: &StoryChange) -> pb::StoryChange {
         canonical_text: c.canonical_text.clone(),
         first_seen: live.then(|| timestamp(c.first_seen)),
         last_seen: live.then(|| timestamp(c.last_seen)),
+    }
+}
+
+/// The settings a request sets, as `key=value` in the order of the
+/// fields.
+pub fn setting_changes(s: &pb::NamespaceSettings) -> Vec<String> {
+    let mut specs = Vec::new();
+    let mut put = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            specs.push(format!("{key}={value}"));
+        }
+    };
+    put("embedder", s.embedder.clone());
+    put("semantic_weight", s.semantic_weight.map(|v| v.to_string()));
+    put("lexical_dim", s.lexical_dim.map(|v| v.to_string()));
+    put("idf_power", s.idf_power.map(|v| v.to_string()));
+    put("near_vector_threshold", s.near_vector_threshold.map(|v| v.to_string()));
+    put("near_string_threshold", s.near_string_threshold.map(|v| v.to_string()));
+    put("background_weight", s.background_weight.map(|v| v.to_string()));
+    put("background_prior", s.background_prior.map(|v| v.to_string()));
+    put("story_threshold", s.story_threshold.map(|v| v.to_string()));
+    put("merge_threshold", s.merge_threshold.map(|v| v.to_string()));
+    put("story_window_hours", s.story_window_hours.map(|v| v.to_string()));
+    put("copy_window_hours", s.copy_window_hours.map(|v| v.to_string()));
+    put("candidates", s.candidates.map(|v| v.to_string()));
+    put("retention_hours", s.retention_hours.map(|v| v.to_string()));
+    put("change_feed_length", s.change_feed_length.map(|v| v.to_string()));
+    specs
+}
+
+/// Every setting of a namespace.
+pub fn namespace_settings(s: &Settings) -> pb::NamespaceSettings {
+    let hours = |ms: i64| ms as f64 / 3_600_000.0;
+    pb::NamespaceSettings {
+        embedder: Some(s.embedder.name().to_owned()),
+        semantic_weight: Some(s.semantic_weight),
+        lexical_dim: Some(u32::try_from(s.lexical_dim).unwrap_or(u32::MAX)),
+        idf_power: Some(s.idf_power),
+        near_vector_threshold: Some(s.near_vector_threshold),
+        near_string_threshold: Some(s.near_string_threshold),
+        background_weight: Some(s.background_weight),
+        background_prior: Some(s.background_prior),
+        story_threshold: Some(s.story_threshold),
+        merge_threshold: Some(s.merge_threshold),
+        story_window_hours: Some(hours(s.story_window)),
+        copy_window_hours: Some(hours(s.copy_window)),
+        candidates: Some(u32::try_from(s.candidates).unwrap_or(u32::MAX)),
+        retention_hours: Some(s.retention.map_or(0.0, hours)),
+        change_feed_length: Some(s.change_feed_length),
+    }
+}
+
+/// A namespace's counters.
+pub fn namespace_stats(namespace: String, s: Stats) -> pb::NamespaceStats {
+    pb::NamespaceStats {
+        namespace,
+        headlines: s.headlines,
+        stories: s.stories,
+        indexed_vectors: s.indexed_vectors,
+        new_stories: s.new_stories,
+        exact_duplicates: s.exact_duplicates,
+        near_duplicates: s.near_duplicates,
+        same_story: s.same_story,
+        merges: s.merges,
+        embedder: s.embedder,
+    }
+}
+
+/// A namespace as the admin calls answer it.
+pub fn namespace(info: NamespaceInfo) -> pb::Namespace {
+    let own_settings = info.own.iter().map(|spec| spec.split_once('=').map_or(spec.as_str(), |(k, _)| k).to_owned());
+    pb::Namespace {
+        settings: Some(namespace_settings(&info.settings)),
+        own_settings: own_settings.collect(),
+        stats: Some(namespace_stats(info.name.clone(), info.stats)),
+        name: info.name,
     }
 }
 

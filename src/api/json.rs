@@ -351,6 +351,11 @@ async fn connect_unary(
         "DeleteHeadlines" => codec.encode(api.delete_headlines(call.with(codec.decode(&body)?)).await),
         "GetStats" => codec.encode(api.get_stats(call.with(codec.decode(&body)?)).await),
         "ListStoryChanges" => codec.encode(api.list_story_changes(call.with(codec.decode(&body)?)).await),
+        "CreateNamespace" => codec.encode(api.create_namespace(call.with(codec.decode(&body)?)).await),
+        "GetNamespace" => codec.encode(api.get_namespace(call.with(codec.decode(&body)?)).await),
+        "ListNamespaces" => codec.encode(api.list_namespaces(call.with(codec.decode(&body)?)).await),
+        "UpdateNamespace" => codec.encode(api.update_namespace(call.with(codec.decode(&body)?)).await),
+        "DeleteNamespace" => codec.encode(api.delete_namespace(call.with(codec.decode(&body)?)).await),
         "WatchStories" => {
             Err(Status::unimplemented("WatchStories is a streaming RPC: use gRPC, or poll ListStoryChanges").into())
         }

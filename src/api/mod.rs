@@ -109,6 +109,8 @@ pub fn status_codes(code: ErrorCode) -> (Code, StatusCode) {
         ErrorCode::NotFound => (Code::NotFound, StatusCode::NOT_FOUND),
         ErrorCode::ResourceExhausted => (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS),
         ErrorCode::OutOfRange => (Code::OutOfRange, StatusCode::BAD_REQUEST),
+        ErrorCode::AlreadyExists => (Code::AlreadyExists, StatusCode::CONFLICT),
+        ErrorCode::FailedPrecondition => (Code::FailedPrecondition, StatusCode::BAD_REQUEST),
         ErrorCode::Unavailable => (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
         ErrorCode::Internal => (Code::Internal, StatusCode::INTERNAL_SERVER_ERROR),
     }
@@ -567,9 +569,7 @@ impl DedupService for DedupApi {
     type BackupStream = BackupResponseStream;
 
     async fn backup(&self, request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
-        if request.extensions().get::<Access>() != Some(&Access::Admin) {
-            return Err(Status::permission_denied("Backup needs the admin token (serve --admin-token)"));
-        }
+        administration(&request, "Backup")?;
         let app = Arc::clone(&self.app);
         let (dir, snapshot) = self
             .run(move || {
@@ -647,22 +647,78 @@ impl DedupService for DedupApi {
         };
         let app = Arc::clone(&self.app);
         let stats = self.run(move || app.stats(only.as_deref())).await?;
-        Ok(Response::new(pb::GetStatsResponse {
-            namespaces: stats
-                .into_iter()
-                .map(|(namespace, s)| pb::NamespaceStats {
-                    namespace,
-                    headlines: s.headlines,
-                    stories: s.stories,
-                    indexed_vectors: s.indexed_vectors,
-                    new_stories: s.new_stories,
-                    exact_duplicates: s.exact_duplicates,
-                    near_duplicates: s.near_duplicates,
-                    same_story: s.same_story,
-                    merges: s.merges,
-                    embedder: s.embedder,
-                })
-                .collect(),
+        let namespaces = stats.into_iter().map(|(namespace, s)| convert::namespace_stats(namespace, s)).collect();
+        Ok(Response::new(pb::GetStatsResponse { namespaces }))
+    }
+
+    async fn create_namespace(
+        &self,
+        request: Request<pb::CreateNamespaceRequest>,
+    ) -> Result<Response<pb::CreateNamespaceResponse>, Status> {
+        administration(&request, "CreateNamespace")?;
+        let request = request.into_inner();
+        validate_namespace(&request.namespace)?;
+        let own = convert::setting_changes(&request.settings.unwrap_or_default());
+        let app = Arc::clone(&self.app);
+        let info = self.run(move || app.create_namespace(&request.namespace, own)).await?;
+        Ok(Response::new(pb::CreateNamespaceResponse { namespace: Some(convert::namespace(info)) }))
+    }
+
+    async fn get_namespace(
+        &self,
+        request: Request<pb::GetNamespaceRequest>,
+    ) -> Result<Response<pb::GetNamespaceResponse>, Status> {
+        let namespace = namespace_or_default(&request.into_inner().namespace)?.to_owned();
+        let app = Arc::clone(&self.app);
+        let info = self.run(move || app.namespace_info(&namespace)).await?;
+        Ok(Response::new(pb::GetNamespaceResponse { namespace: Some(convert::namespace(info)) }))
+    }
+
+    async fn list_namespaces(
+        &self,
+        _: Request<pb::ListNamespacesRequest>,
+    ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        let app = Arc::clone(&self.app);
+        let infos = self.run(move || app.list_namespaces()).await?;
+        Ok(Response::new(pb::ListNamespacesResponse {
+            namespaces: infos.into_iter().map(convert::namespace).collect(),
         }))
+    }
+
+    async fn update_namespace(
+        &self,
+        request: Request<pb::UpdateNamespaceRequest>,
+    ) -> Result<Response<pb::UpdateNamespaceResponse>, Status> {
+        administration(&request, "UpdateNamespace")?;
+        let request = request.into_inner();
+        let namespace = namespace_or_default(&request.namespace)?.to_owned();
+        let changes = convert::setting_changes(&request.settings.unwrap_or_default());
+        if changes.is_empty() {
+            return Err(AppError::invalid("settings", "set at least one setting to change").into());
+        }
+        let app = Arc::clone(&self.app);
+        let info = self.run(move || app.update_namespace(&namespace, &changes)).await?;
+        Ok(Response::new(pb::UpdateNamespaceResponse { namespace: Some(convert::namespace(info)) }))
+    }
+
+    async fn delete_namespace(
+        &self,
+        request: Request<pb::DeleteNamespaceRequest>,
+    ) -> Result<Response<pb::DeleteNamespaceResponse>, Status> {
+        administration(&request, "DeleteNamespace")?;
+        let namespace = namespace_or_default(&request.into_inner().namespace)?.to_owned();
+        let app = Arc::clone(&self.app);
+        let headlines = self.run(move || app.delete_namespace(&namespace)).await?;
+        Ok(Response::new(pb::DeleteNamespaceResponse { headlines }))
+    }
+}
+
+/// Refuses an administration call made without the admin token (where
+/// tokens are on).
+fn administration<T>(request: &Request<T>, method: &str) -> Result<(), Status> {
+    if request.extensions().get::<Access>() == Some(&Access::Admin) {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!("{method} needs the admin token (serve --admin-token)")))
     }
 }

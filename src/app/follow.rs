@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::{App, Namespace, Slot, guarded};
-use crate::store::{Followed, PostgresStore, Store};
+use crate::store::{Commit, Followed, PostgresStore, Store};
 use crate::telemetry;
 
 /// How often a follower looks for commits when no wake-up came.
@@ -37,6 +37,7 @@ impl App {
                 return;
             }
         };
+        self.forget_deleted(store, &versions);
         for (name, head) in versions {
             let leads = store.leads(&name);
             metrics::gauge!(telemetry::LEADER, "namespace" => name.clone()).set(if leads { 1.0 } else { 0.0 });
@@ -46,6 +47,27 @@ impl App {
             match self.followed(&name) {
                 Ok(namespace) => self.catch_up_namespace(store, &name, &namespace, head),
                 Err(e) => warn!(namespace = name, error = %e, "cannot follow the namespace"),
+            }
+        }
+    }
+
+    /// Drops the namespaces this node has followed that another node
+    /// deleted: they have no lease any more.
+    fn forget_deleted(&self, store: &PostgresStore, versions: &[(String, u64)]) {
+        let Ok(names) = self.namespaces() else { return };
+        for name in names {
+            if versions.iter().any(|(stored, _)| *stored == name) || store.leads(&name) {
+                continue;
+            }
+            let Ok(namespace) = self.namespace(&name) else { continue };
+            let mut slot = namespace.slot();
+            // Seen in the store once (a namespace at version 0 may be
+            // about to be written here for the first time).
+            if matches!(&*slot, Slot::Ready(_, version) if *version > 0) {
+                info!(namespace = name, "the namespace was deleted on another node");
+                if let Err(e) = self.forget(&name, &mut slot) {
+                    warn!(namespace = name, error = %e, "cannot drop the deleted namespace");
+                }
             }
         }
     }
@@ -61,6 +83,7 @@ impl App {
                     let _ = self.ready(name, &mut slot);
                     return;
                 }
+                Slot::Deleted => return,
             };
             let fetched = Instant::now();
             let commits = match store.follow(name, version) {
@@ -76,7 +99,15 @@ impl App {
                     return;
                 }
             };
-            for (committed, changes, age) in commits {
+            for Commit { version: committed, changes, settings, age } in commits {
+                if settings.own != self.book().own(name) {
+                    info!(namespace = name, "the leader changed the namespace's settings; reloading");
+                    if let Err(e) = self.book_mut().set_own(name, settings.own) {
+                        warn!(namespace = name, error = %e, "the leader's settings are invalid here");
+                    }
+                    self.reset(name, &mut slot, "the leader changed the namespace's settings");
+                    return;
+                }
                 let Slot::Ready(engine, version) = &mut *slot else { return };
                 let applied = guarded("applying a commit", || engine.apply_committed(&changes))
                     .map_err(|e| e.to_string())

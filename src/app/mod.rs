@@ -10,11 +10,14 @@
 //! a namespace that cannot be rebuilt answers UNAVAILABLE, is tried again
 //! on its next call, and turns the service's health NOT_SERVING until then.
 
+mod admin;
 mod follow;
 mod queue;
 mod settings_book;
 
+pub use admin::NamespaceInfo;
 pub use settings_book::SettingsBook;
+use settings_book::merge_own;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -28,12 +31,13 @@ use tracing::{error, info};
 
 use crate::core::embed::{StaticModel, embedder_for};
 use crate::core::engine::Engine;
+use crate::core::error::CoreError;
 use crate::core::settings::Settings;
 use crate::core::types::{
     Assignment, Candidate, ChangePage, Headline, ItemError, Stats, StoredHeadline, StoryChange, StoryCursor, StoryId,
     StoryOrder, StoryQuery, StoryView,
 };
-use crate::store::{Lead, Records, Snapshot, Store, StoreError, StoredNamespace, panic_message};
+use crate::store::{Lead, Records, Snapshot, Store, StoreError, StoredNamespace, StoredSettings, panic_message};
 use crate::telemetry;
 
 /// The namespace used when a request names none.
@@ -90,6 +94,12 @@ pub enum AppError {
         /// The latest entry written.
         latest: u64,
     },
+    /// CreateNamespace named a namespace that exists.
+    #[error("namespace {0:?} already exists")]
+    NamespaceExists(String),
+    /// The change cannot be made in the namespace's present state.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Another node leads the namespace (PostgreSQL): a write goes there;
     /// nothing was applied here.
     #[error("namespace {namespace:?} is led by another node ({leader})")]
@@ -105,6 +115,15 @@ impl AppError {
     /// An invalid field.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidArgument { field: field.into(), reason: reason.into() }
+    }
+
+    /// A setting refused, named as a field of the request's `settings`.
+    fn setting(error: CoreError) -> Self {
+        match error {
+            CoreError::InvalidSetting { key, reason } => Self::invalid(format!("settings.{key}"), reason),
+            CoreError::UnknownSetting(key) => Self::invalid(format!("settings.{key}"), "unknown setting"),
+            other => Self::invalid("settings", other.to_string()),
+        }
     }
 
     /// A store failure, as callers see it.
@@ -123,6 +142,8 @@ impl AppError {
             Self::NamespaceNotFound(_) | Self::StoryNotFound(_) | Self::HeadlineNotFound(_) => ErrorCode::NotFound,
             Self::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             Self::OutOfRange { .. } => ErrorCode::OutOfRange,
+            Self::NamespaceExists(_) => ErrorCode::AlreadyExists,
+            Self::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
             Self::Unavailable(_) | Self::ShuttingDown | Self::NotLeader { .. } => ErrorCode::Unavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }
@@ -140,6 +161,10 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// A position outside what is stored.
     OutOfRange,
+    /// What the call would create exists.
+    AlreadyExists,
+    /// The state does not allow the change.
+    FailedPrecondition,
     /// The store cannot take or give the data now; retry.
     Unavailable,
     /// The service failed; nothing was applied.
@@ -186,6 +211,8 @@ enum Slot {
     Ready(Box<Engine>, u64),
     /// Thrown away (after a failed commit or apply) and not yet rebuilt.
     Broken(String),
+    /// The namespace was deleted: a call that still holds it finds it gone.
+    Deleted,
 }
 
 /// One namespace: its engine, and the ingest batches waiting for it.
@@ -302,10 +329,12 @@ impl Health {
 /// All namespaces, and the store that keeps them.
 pub struct App {
     model: Arc<StaticModel>,
-    settings: SettingsBook,
+    settings: RwLock<SettingsBook>,
     store: Store,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     max_namespaces: usize,
+    /// Whether an ingest creates the namespace it names.
+    auto_create: bool,
     watch_buffer: usize,
     /// Set by [`App::close_feeds`]: no new watcher is taken.
     feeds_closed: AtomicBool,
@@ -384,11 +413,11 @@ impl App {
     /// An application on a store, with every stored namespace loaded.
     /// Fails if the store cannot be read or a namespace's stored vectors
     /// do not fit its configured embedder.
-    pub fn open(model: Arc<StaticModel>, settings: SettingsBook, store: Store) -> anyhow::Result<Self> {
+    pub fn open(model: Arc<StaticModel>, mut settings: SettingsBook, store: Store) -> anyhow::Result<Self> {
         let started = std::time::Instant::now();
         let loaded = store.load_with(|stored, records| {
             let name = stored.name.clone();
-            let (engine, version) = Self::restore(&model, &settings, stored, records)?;
+            let (engine, version) = Self::restore(&model, &mut settings, stored, records)?;
             let stats = engine.stats();
             info!(namespace = %name, headlines = stats.headlines, stories = stats.stories, "namespace loaded");
             anyhow::Ok((name, Namespace::new(engine, version)))
@@ -397,10 +426,11 @@ impl App {
         info!(namespaces = namespaces.len(), elapsed_ms = started.elapsed().as_millis() as u64, "state loaded");
         Ok(Self {
             model,
-            settings,
+            settings: RwLock::new(settings),
             store,
             namespaces: RwLock::new(namespaces),
             max_namespaces: DEFAULT_MAX_NAMESPACES as usize,
+            auto_create: true,
             watch_buffer: DEFAULT_WATCH_BUFFER as usize,
             feeds_closed: AtomicBool::new(false),
             health: Health { broken: Mutex::new(BTreeSet::new()), serving: watch::Sender::new(true) },
@@ -412,6 +442,15 @@ impl App {
     /// Namespaces already stored always load.
     pub fn with_max_namespaces(mut self, max: usize) -> Self {
         self.max_namespaces = max;
+        self
+    }
+
+    /// Whether an ingest that names an unknown namespace creates it (the
+    /// default) or is refused with [`AppError::NamespaceNotFound`], as are
+    /// matches and batch clustering in one: then only
+    /// [`App::create_namespace`] makes namespaces.
+    pub fn with_auto_create(mut self, auto_create: bool) -> Self {
+        self.auto_create = auto_create;
         self
     }
 
@@ -427,17 +466,21 @@ impl App {
         self.health.serving.subscribe()
     }
 
+    /// A namespace's engine from what the store holds; its own settings
+    /// go into `book`, on top of the configuration's.
     fn restore(
         model: &Arc<StaticModel>,
-        settings: &SettingsBook,
+        book: &mut SettingsBook,
         stored: StoredNamespace,
         records: &mut Records<'_>,
     ) -> anyhow::Result<(Engine, u64)> {
         let name = &stored.name;
-        let configured = settings.get(name).clone();
+        book.set_own(name, stored.settings.own)
+            .map_err(|e| anyhow::anyhow!("namespace {name:?}: its stored settings are invalid here: {e}"))?;
+        let configured = book.get(name).clone();
         let mut previous = Settings::default();
         previous
-            .apply_all(stored.settings.iter().map(String::as_str))
+            .apply_all(stored.settings.effective.iter().map(String::as_str))
             .map_err(|e| anyhow::anyhow!("namespace {name:?}: stored settings are invalid: {e}"))?;
         if !configured.same_vectors(&previous) {
             anyhow::bail!(
@@ -458,9 +501,25 @@ impl App {
     }
 
     fn new_engine(&self, namespace: &str) -> Engine {
-        let settings = self.settings.get(namespace).clone();
+        self.engine_with(self.book().get(namespace).clone())
+    }
+
+    fn engine_with(&self, settings: Settings) -> Engine {
         let embedder = embedder_for(&settings, &self.model);
         Engine::new(settings, embedder)
+    }
+
+    fn book(&self) -> std::sync::RwLockReadGuard<'_, SettingsBook> {
+        self.settings.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn book_mut(&self) -> std::sync::RwLockWriteGuard<'_, SettingsBook> {
+        self.settings.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What a namespace is stored with: its engine's settings and its own.
+    fn stored_settings(&self, name: &str, settings: &Settings) -> StoredSettings {
+        StoredSettings { effective: settings.specs(), own: self.book().own(name).to_vec() }
     }
 
     /// The namespace as the store holds it (empty if it was never
@@ -469,8 +528,9 @@ impl App {
         #[cfg(test)]
         faults::on_rebuild()?;
         let restored = guarded("reading the namespace", || {
-            self.store
-                .load_namespace(name, |stored, records| Self::restore(&self.model, &self.settings, stored, records))
+            self.store.load_namespace(name, |stored, records| {
+                Self::restore(&self.model, &mut self.book_mut(), stored, records)
+            })
         });
         match restored {
             Ok(Ok(Some(restored))) => Ok(restored),
@@ -499,6 +559,7 @@ impl App {
         match slot {
             Slot::Ready(engine, _) => Ok(engine),
             Slot::Broken(why) => Err(AppError::Unavailable(why.clone())),
+            Slot::Deleted => Err(AppError::NamespaceNotFound(name.to_owned())),
         }
     }
 
@@ -538,7 +599,7 @@ impl App {
         }
         let changes = engine.take_changes();
         let started = std::time::Instant::now();
-        let committed = self.store.commit(name, &engine.settings().specs(), &changes);
+        let committed = self.store.commit(name, &self.stored_settings(name, engine.settings()), &changes);
         metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
         let e = match committed {
             Ok(version) => {
@@ -567,6 +628,9 @@ impl App {
         let mut map = self.namespaces.write().map_err(poisoned)?;
         if let Some(namespace) = map.get(name) {
             return Ok(Arc::clone(namespace));
+        }
+        if !self.auto_create {
+            return Err(AppError::NamespaceNotFound(name.to_owned()));
         }
         if map.len() >= self.max_namespaces {
             return Err(AppError::ResourceExhausted(format!(
@@ -695,7 +759,7 @@ impl App {
         max_candidates: usize,
     ) -> Result<(Assignment, Vec<Candidate>), AppError> {
         match self.read(namespace, |engine| engine.match_headline(headline, max_candidates)) {
-            Err(AppError::NamespaceNotFound(_)) => {
+            Err(AppError::NamespaceNotFound(_)) if self.auto_create => {
                 guarded("the match", || self.new_engine(namespace).match_headline(headline, max_candidates))
             }
             other => other,
@@ -709,6 +773,9 @@ impl App {
         namespace: &str,
         items: &[Result<Headline, ItemError>],
     ) -> Result<(Answers, Vec<StoryView>), AppError> {
+        if !self.auto_create {
+            self.namespace(namespace)?;
+        }
         guarded("clustering the batch", || {
             let mut engine = self.new_engine(namespace);
             let assignments = engine.ingest(items);

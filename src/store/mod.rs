@@ -23,7 +23,7 @@ use crate::core::engine::{Changes, Counters, PersistedRecord};
 use crate::core::types::{ChangeKind, ChangePage, Headline, MatchKind, Removal, StoryChange, StoryId};
 use crate::core::vector::QuantizedVector;
 
-pub use self::postgres::{Followed, PostgresOptions, PostgresStore};
+pub use self::postgres::{Commit, Followed, PostgresOptions, PostgresStore};
 pub use self::redb::{DAMAGE_MARKER, DB_FILE, RedbStore};
 
 /// Why the store failed.
@@ -121,6 +121,9 @@ pub(crate) struct NamespaceMessage {
     /// The change feed's next number (absent before the feed was kept).
     #[prost(uint64, optional, tag = "6")]
     next_change: Option<u64>,
+    /// The settings the namespace holds as its own (`StoredSettings::own`).
+    #[prost(string, repeated, tag = "7")]
+    own_settings: Vec<String>,
 }
 
 /// An entry of a namespace's story change feed, as encoded in the
@@ -234,13 +237,24 @@ impl RecordMessage {
     }
 }
 
+/// The settings a namespace is stored with, as `key=value`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredSettings {
+    /// Every setting, as the namespace was last written with it.
+    pub effective: Vec<String>,
+    /// The ones set for it at run time (CreateNamespace, UpdateNamespace),
+    /// in the order set: they outlive restarts, where the others follow
+    /// the server's configuration.
+    pub own: Vec<String>,
+}
+
 /// A namespace as stored, apart from its records.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredNamespace {
     /// Its name.
     pub name: String,
-    /// The settings it was last written with, as `key=value`.
-    pub settings: Vec<String>,
+    /// Its settings.
+    pub settings: StoredSettings,
     /// Its counters.
     pub counters: Counters,
     /// Its merge redirects: from, to.
@@ -267,9 +281,10 @@ const BACKUP_CHUNK: usize = 8192;
 pub type Records<'a> = dyn Iterator<Item = Result<PersistedRecord, StoreError>> + 'a;
 
 impl NamespaceMessage {
-    pub(crate) fn new(settings: &[String], counters: &Counters) -> Self {
+    pub(crate) fn new(settings: &StoredSettings, counters: &Counters) -> Self {
         Self {
-            settings: settings.to_vec(),
+            settings: settings.effective.clone(),
+            own_settings: settings.own.clone(),
             next_seq: counters.next_seq,
             next_story: counters.next_story,
             merges: counters.merges,
@@ -288,7 +303,7 @@ impl NamespaceMessage {
                 watermark: self.watermark.unwrap_or(i64::MIN),
                 next_change: self.next_change.unwrap_or(1),
             },
-            settings: self.settings,
+            settings: StoredSettings { effective: self.settings, own: self.own_settings },
             redirects: Vec::new(),
             version: 0,
             name,
@@ -379,10 +394,19 @@ impl Store {
     /// transaction; the namespace's version after it (see
     /// [`StoredNamespace::version`]). On PostgreSQL the transaction is
     /// fenced: it commits only if this node still leads the namespace.
-    pub fn commit(&self, namespace: &str, settings: &[String], changes: &Changes) -> Result<u64, StoreError> {
+    pub fn commit(&self, namespace: &str, settings: &StoredSettings, changes: &Changes) -> Result<u64, StoreError> {
         match self {
             Self::Redb(store) => store.commit(namespace, settings, changes).map(|()| 0),
             Self::Postgres(store) => store.commit(namespace, settings, changes),
+        }
+    }
+
+    /// Removes a namespace and everything it holds, in one transaction (on
+    /// PostgreSQL fenced like a commit).
+    pub fn delete_namespace(&self, namespace: &str) -> Result<(), StoreError> {
+        match self {
+            Self::Redb(store) => store.delete_namespace(namespace),
+            Self::Postgres(store) => store.delete_namespace(namespace),
         }
     }
 

@@ -26,7 +26,9 @@ use prost::Message;
 use tokio_postgres::{IsolationLevel, NoTls};
 use tracing::{info, warn};
 
-use super::{Lead, NamespaceMessage, RecordMessage, Records, StoreError, StoredNamespace, StoryChangeMessage};
+use super::{
+    Lead, NamespaceMessage, RecordMessage, Records, StoreError, StoredNamespace, StoredSettings, StoryChangeMessage,
+};
 use crate::core::engine::{Changes, PersistedRecord};
 use crate::core::types::{ChangePage, StoryId};
 
@@ -126,7 +128,7 @@ struct ChangesMessage {
 }
 
 impl ChangesMessage {
-    fn new(settings: &[String], changes: &Changes) -> Self {
+    fn new(settings: &StoredSettings, changes: &Changes) -> Self {
         Self {
             added_seqs: changes.added.iter().map(|r| r.seq).collect(),
             added: changes.added.iter().map(|r| RecordMessage::from_record(r).encode_to_vec()).collect(),
@@ -146,7 +148,7 @@ impl ChangesMessage {
         }
     }
 
-    fn into_changes(self) -> Result<Changes, String> {
+    fn into_commit(self) -> Result<(Changes, StoredSettings), String> {
         let added = self
             .added_seqs
             .iter()
@@ -163,8 +165,8 @@ impl ChangesMessage {
                 StoryChangeMessage::decode(body.as_slice()).map_err(|e| e.to_string()).and_then(|m| m.into_change(seq))
             })
             .collect::<Result<_, _>>()?;
-        let counters = self.namespace.ok_or("no counters")?.into_stored(String::new()).counters;
-        Ok(Changes {
+        let stored = self.namespace.ok_or("no counters")?.into_stored(String::new());
+        let changes = Changes {
             added,
             removed: self.removed_seqs.into_iter().zip(self.removed_times).collect(),
             redirects: self
@@ -176,20 +178,32 @@ impl ChangesMessage {
             dropped_redirects: self.dropped_redirects.into_iter().map(StoryId).collect(),
             story_changes,
             story_changes_from: self.story_changes_from,
-            counters,
-        })
+            counters: stored.counters,
+        };
+        Ok((changes, stored.settings))
     }
 }
 
 /// What the change log holds for a follower of a namespace.
 #[derive(Debug)]
 pub enum Followed {
-    /// The commits after the follower's version, oldest first: each with
-    /// its version, its facts and how long ago (on the database's clock)
-    /// it committed.
-    Commits(Vec<(u64, Changes, Duration)>),
+    /// The commits after the follower's version, oldest first.
+    Commits(Vec<Commit>),
     /// The log no longer reaches back to the follower's version: reload.
     Trimmed,
+}
+
+/// One commit of a namespace, as a follower reads it from the change log.
+#[derive(Debug)]
+pub struct Commit {
+    /// The namespace's version after it.
+    pub version: u64,
+    /// Its facts.
+    pub changes: Changes,
+    /// The namespace's settings after it.
+    pub settings: StoredSettings,
+    /// How long ago it committed, on the database's clock.
+    pub age: Duration,
 }
 
 /// How to reach PostgreSQL and how this node takes part.
@@ -503,7 +517,7 @@ impl PostgresStore {
 
     /// Writes one batch's changes, fenced by this node's epoch, with their
     /// entry in the change log; the namespace's new version.
-    pub fn commit(&self, namespace: &str, settings: &[String], changes: &Changes) -> Result<u64, StoreError> {
+    pub fn commit(&self, namespace: &str, settings: &StoredSettings, changes: &Changes) -> Result<u64, StoreError> {
         let epoch = self.leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs.get(namespace).copied();
         let not_leader = || StoreError::NotLeader { namespace: namespace.to_owned(), leader: String::new() };
         let epoch = epoch.ok_or_else(not_leader)?;
@@ -524,6 +538,34 @@ impl PostgresStore {
         warn!(namespace, epoch, "commit fenced: another node leads the namespace; stepping down");
         self.leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs.remove(namespace);
         Err(not_leader())
+    }
+
+    /// Removes a namespace and everything it holds, fenced by this node's
+    /// epoch like a commit; the followers learn it from its missing lease.
+    pub fn delete_namespace(&self, namespace: &str) -> Result<(), StoreError> {
+        let epoch = self.leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs.get(namespace).copied();
+        let not_leader = || StoreError::NotLeader { namespace: namespace.to_owned(), leader: String::new() };
+        let epoch = epoch.ok_or_else(not_leader)?;
+        let deleted = self.run_within(self.options.lease, async {
+            let mut client = self.pool.get().await.map_err(|e| self.error(e))?;
+            let txn = client.transaction().await.map_err(|e| self.error(e))?;
+            let fence = txn.query_opt(FENCE, &[&namespace, &self.holder, &epoch]).await.map_err(|e| self.error(e))?;
+            if fence.is_none() {
+                return Ok(false);
+            }
+            for table in ["records", "redirects", "changes", "story_changes", "leases"] {
+                let sql = format!("DELETE FROM headline_dedup.{table} WHERE namespace = $1");
+                txn.execute(&sql, &[&namespace]).await.map_err(|e| self.error(e))?;
+            }
+            txn.execute("DELETE FROM headline_dedup.namespaces WHERE name = $1", &[&namespace])
+                .await
+                .map_err(|e| self.error(e))?;
+            txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &namespace]).await.map_err(|e| self.error(e))?;
+            txn.commit().await.map_err(|e| self.error(e))?;
+            Ok(true)
+        })?;
+        self.leadership.lock().unwrap_or_else(PoisonError::into_inner).epochs.remove(namespace);
+        if deleted { Ok(()) } else { Err(not_leader()) }
     }
 
     /// Whether this node leads `namespace` now.
@@ -567,13 +609,14 @@ impl PostgresStore {
                 continue;
             };
             let what = || format!("change {namespace}/{version}");
-            let changes = ChangesMessage::decode(body.as_slice())
+            let (changes, settings) = ChangesMessage::decode(body.as_slice())
                 .map_err(|e| e.to_string())
-                .and_then(ChangesMessage::into_changes)
+                .and_then(ChangesMessage::into_commit)
                 .map_err(|e| self.corrupt(what(), e))?;
-            commits.push((version as u64, changes, Duration::from_secs_f64(age.max(0.0))));
+            let age = Duration::from_secs_f64(age.max(0.0));
+            commits.push(Commit { version: version as u64, changes, settings, age });
         }
-        let contiguous = commits.iter().zip(after + 1..).all(|((version, _, _), expected)| *version == expected);
+        let contiguous = commits.iter().zip(after + 1..).all(|(commit, expected)| commit.version == expected);
         if !contiguous || (head > after && commits.is_empty()) {
             return Ok(Followed::Trimmed);
         }
@@ -823,7 +866,7 @@ async fn log_changes(
     txn: &Transaction<'_>,
     namespace: &str,
     (version, epoch): (i64, i64),
-    settings: &[String],
+    settings: &StoredSettings,
     changes: &Changes,
 ) -> Result<(), tokio_postgres::Error> {
     let body = ChangesMessage::new(settings, changes).encode_to_vec();
@@ -847,7 +890,7 @@ async fn log_changes(
 async fn write_changes(
     txn: &Transaction<'_>,
     namespace: &str,
-    settings: &[String],
+    settings: &StoredSettings,
     changes: &Changes,
 ) -> Result<(), tokio_postgres::Error> {
     if !changes.added.is_empty() {

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{NamespaceMessage, RecordMessage, Records, StoreError, StoredNamespace, StoryChangeMessage, panic_message};
+use super::{
+    NamespaceMessage, RecordMessage, Records, StoreError, StoredNamespace, StoredSettings, StoryChangeMessage,
+    panic_message,
+};
 use crate::core::engine::Changes;
 use crate::core::types::{ChangePage, StoryId};
 
@@ -247,11 +250,16 @@ impl RedbStore {
     }
 
     /// Writes one batch's changes of a namespace in one durable transaction.
-    pub fn commit(&self, namespace: &str, settings: &[String], changes: &Changes) -> Result<(), StoreError> {
+    pub fn commit(&self, namespace: &str, settings: &StoredSettings, changes: &Changes) -> Result<(), StoreError> {
         guarded(&self.path, || self.commit_unguarded(namespace, settings, changes))
     }
 
-    fn commit_unguarded(&self, namespace: &str, settings: &[String], changes: &Changes) -> Result<(), StoreError> {
+    fn commit_unguarded(
+        &self,
+        namespace: &str,
+        settings: &StoredSettings,
+        changes: &Changes,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.error(e))?;
         {
             let mut records = txn.open_table(RECORDS).map_err(|e| self.error(e))?;
@@ -281,6 +289,26 @@ impl RedbStore {
             namespaces.insert(namespace, meta.encode_to_vec().as_slice()).map_err(|e| self.error(e))?;
         }
         txn.commit().map_err(|e| self.error(e))
+    }
+
+    /// Removes a namespace and everything it holds, in one durable
+    /// transaction.
+    pub fn delete_namespace(&self, namespace: &str) -> Result<(), StoreError> {
+        guarded(&self.path, || {
+            let txn = self.db.begin_write().map_err(|e| self.error(e))?;
+            {
+                let all = (namespace, 0)..=(namespace, u64::MAX);
+                let mut records = txn.open_table(RECORDS).map_err(|e| self.error(e))?;
+                records.retain_in(all.clone(), |_, _| false).map_err(|e| self.error(e))?;
+                let mut redirects = txn.open_table(REDIRECTS).map_err(|e| self.error(e))?;
+                redirects.retain_in(all.clone(), |_, _| false).map_err(|e| self.error(e))?;
+                let mut feed = txn.open_table(STORY_CHANGES).map_err(|e| self.error(e))?;
+                feed.retain_in(all, |_, _| false).map_err(|e| self.error(e))?;
+                let mut namespaces = txn.open_table(NAMESPACES).map_err(|e| self.error(e))?;
+                namespaces.remove(namespace).map_err(|e| self.error(e))?;
+            }
+            txn.commit().map_err(|e| self.error(e))
+        })
     }
 }
 
@@ -332,11 +360,13 @@ mod tests {
             story_changes_from: 1,
             counters: Counters { next_seq: 3, next_story: 4, merges: 1, watermark: 1_002, next_change: 3 },
         };
-        store.commit("default", &["story_threshold=0.3".into()], &changes).expect("commit");
+        let settings =
+            StoredSettings { effective: vec!["story_threshold=0.4".into()], own: vec!["story_threshold=0.4".into()] };
+        store.commit("default", &StoredSettings::default(), &changes).expect("commit");
         store
             .commit(
                 "default",
-                &[],
+                &settings,
                 &Changes {
                     removed: vec![(1, 1001)],
                     dropped_redirects: vec![StoryId(5)],
@@ -352,6 +382,7 @@ mod tests {
         assert_eq!(loaded.len(), 1);
         let (ns, records) = &loaded[0];
         assert_eq!(ns.name, "default");
+        assert_eq!(ns.settings, settings, "the last commit's settings");
         assert_eq!(records, &vec![record(0), record(2)]);
         assert_eq!(ns.redirects, vec![(StoryId(3), StoryId(1))]);
         assert_eq!(ns.counters, Counters { next_change: 4, ..changes.counters });
@@ -361,6 +392,19 @@ mod tests {
         assert_eq!(page.changes, vec![changes.story_changes[1].clone(), created(3)]);
         assert_eq!(store.story_changes("default", 2, 10).expect("read").map(|p| p.changes), Some(vec![created(3)]));
         assert_eq!(store.story_changes("other", 0, 10).expect("read"), None);
+        store.commit("other", &settings, &changes).expect("commit");
+        let Store::Redb(redb) = &store else { panic!("an embedded store") };
+        redb.delete_namespace("default").expect("delete");
+        let loaded = store.load().expect("load");
+        assert_eq!(
+            loaded.iter().map(|(ns, records)| (ns.name.as_str(), records.len())).collect::<Vec<_>>(),
+            [("other", changes.added.len())]
+        );
+        assert_eq!(store.story_changes("default", 0, 10).expect("read"), None);
+        assert_eq!(
+            store.story_changes("other", 0, 10).expect("read").map(|p| p.changes),
+            Some(changes.story_changes.clone())
+        );
     }
 
     fn created(seq: u64) -> StoryChange {
@@ -377,7 +421,9 @@ mod tests {
     fn a_corrupt_record_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let Ok(Store::Redb(store)) = Store::open(dir.path()) else { panic!("an embedded store") };
-        store.commit("default", &[], &Changes { added: vec![record(0)], ..Changes::default() }).expect("commit");
+        store
+            .commit("default", &StoredSettings::default(), &Changes { added: vec![record(0)], ..Changes::default() })
+            .expect("commit");
         let txn = store.db.begin_write().expect("write");
         {
             let mut records = txn.open_table(RECORDS).expect("table");

@@ -28,6 +28,8 @@ fn grpcurl_runs_the_readme_examples() {
         "DedupService/Ingest",
         "DedupService/GetStory",
         "grpc.health.v1.Health/Check",
+        "DedupService/WatchStories",
+        "DedupService/UpdateNamespace",
     ] {
         assert!(joined.contains(needed), "the README has no grpcurl example with {needed:?}");
     }
@@ -37,9 +39,14 @@ fn grpcurl_runs_the_readme_examples() {
         // The examples use the default address; the test server has its own.
         let command =
             command.replacen("grpcurl ", &format!("{} ", grpcurl()), 1).replace("localhost:50051", &server.addr);
+        // A watch streams until it is stopped: it runs for a few seconds.
+        let streams = command.contains("/WatchStories");
+        let command = if streams { format!("timeout 3 {command}") } else { command };
         let output = Command::new("bash").args(["-c", &command]).output().expect("run grpcurl");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "{command}\nfailed: {}\n{stdout}", String::from_utf8_lossy(&output.stderr));
+        let stopped = streams && output.status.code() == Some(124);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success() || stopped, "{command}\nfailed: {stderr}\n{stdout}");
         outputs.push((command, stdout));
     }
     let find = |needle: &str| outputs.iter().find(|(c, _)| c.contains(needle)).map(|(_, o)| o.as_str()).unwrap_or("");
@@ -49,6 +56,9 @@ fn grpcurl_runs_the_readme_examples() {
     assert!(ingest.contains("MATCH_KIND_NEW_STORY") && ingest.contains("MATCH_KIND_EXACT_DUPLICATE"), "{ingest}");
     assert!(find("DedupService/GetStory").contains("\"size\": 3"), "{}", find("DedupService/GetStory"));
     assert!(find("Health/Check").contains("SERVING"));
+    let watched = find("DedupService/WatchStories");
+    assert!(watched.contains("STORY_CHANGE_KIND_CREATED") && watched.contains("\"progress\""), "{watched}");
+    assert!(find("DedupService/UpdateNamespace").contains("\"storyThreshold\": 0.4"), "{}", find("UpdateNamespace"));
 }
 
 #[test]

@@ -102,6 +102,13 @@ const CALLS: &[(&str, &str)] = &[
     ("DeleteHeadlines", r#"{"namespace": "desk", "ids": ["h3", "nope"]}"#),
     ("ListStoryChanges", r#"{"namespace": "desk", "pageSize": 5}"#),
     ("ListStoryChanges", r#"{"namespace": "desk", "afterSequence": "99"}"#),
+    ("CreateNamespace", r#"{"namespace": "wire", "settings": {"embedder": "lexical", "storyThreshold": 0.45}}"#),
+    ("CreateNamespace", r#"{"namespace": "wire"}"#),
+    ("UpdateNamespace", r#"{"namespace": "desk", "settings": {"candidates": 12, "retentionHours": 48}}"#),
+    ("UpdateNamespace", r#"{"namespace": "desk", "settings": {"embedder": "lexical"}}"#),
+    ("GetNamespace", r#"{"namespace": "desk"}"#),
+    ("ListNamespaces", "{}"),
+    ("DeleteNamespace", r#"{"namespace": "wire"}"#),
     ("GetStory", r#"{"namespace": "desk", "storyId": "s404"}"#),
     ("GetHeadline", r#"{"namespace": "Not A Namespace!", "id": "h1"}"#),
 ];
@@ -125,7 +132,8 @@ fn every_unary_rpc_answers_curl_as_it_answers_grpcurl() {
             assert_eq!(connect_code, code.to_lowercase(), "{method}: {err} / {answer}");
             let http = match code {
                 "NotFound" => 404,
-                "InvalidArgument" | "OutOfRange" => 400,
+                "InvalidArgument" | "OutOfRange" | "FailedPrecondition" => 400,
+                "AlreadyExists" => 409,
                 other => panic!("{method}: unexpected code {other}"),
             };
             assert_eq!(status, http, "{method}: {answer}");

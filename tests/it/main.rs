@@ -9,6 +9,7 @@ mod durability;
 mod feed;
 mod grpc;
 mod json;
+mod namespaces;
 mod operations;
 mod overload;
 mod postgres;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use headline_dedup::client::{Credentials, connect};
 use headline_dedup::core::engine::{Changes, Counters};
 use headline_dedup::pb;
-use headline_dedup::store::{Lead, PostgresOptions, Store, StoreError};
+use headline_dedup::store::{Lead, PostgresOptions, Store, StoreError, StoredSettings};
 
 use crate::support::{Row, Served, fixture};
 
@@ -284,7 +284,7 @@ fn a_leader_whose_lease_was_taken_cannot_commit() {
     let (a, b) = (store(&postgres, "node-a"), store(&postgres, "node-b"));
     assert_eq!(a.lead("default").expect("lead"), Lead::Acquired);
     assert_eq!(a.lead("default").expect("lead"), Lead::Held);
-    a.commit("default", &[], &counters(1)).expect("the leader commits");
+    a.commit("default", &StoredSettings::default(), &counters(1)).expect("the leader commits");
     match b.lead("default") {
         Err(StoreError::NotLeader { leader, .. }) => assert_eq!(leader, "node-a"),
         other => panic!("a live lease is not taken: {other:?}"),
@@ -292,9 +292,9 @@ fn a_leader_whose_lease_was_taken_cannot_commit() {
     // As if node a were paused past its lease.
     postgres.sql("UPDATE headline_dedup.leases SET expires_at = now() - interval '1 second'");
     assert_eq!(b.lead("default").expect("an expired lease is taken"), Lead::Acquired);
-    let fenced = a.commit("default", &[], &counters(2)).expect_err("the old leader is fenced");
+    let fenced = a.commit("default", &StoredSettings::default(), &counters(2)).expect_err("the old leader is fenced");
     assert!(matches!(fenced, StoreError::NotLeader { .. }), "{fenced}");
-    b.commit("default", &[], &counters(3)).expect("the new leader commits");
+    b.commit("default", &StoredSettings::default(), &counters(3)).expect("the new leader commits");
     let loaded = b.load().expect("load");
     assert_eq!(loaded[0].0.counters.next_seq, 3, "nothing of the fenced commit is stored");
     assert_eq!(postgres.sql("SELECT epoch || ' ' || version FROM headline_dedup.leases"), "2 2");
@@ -438,4 +438,39 @@ async fn a_follower_streams_the_leaders_story_changes_as_it_applies_them() {
     }
     assert_eq!(received, written, "the follower streams what the leader wrote");
     assert_eq!(listed(&mut client, 0).await, written, "and lists it");
+}
+
+#[tokio::test]
+async fn a_follower_learns_a_namespaces_new_settings_and_its_deletion_from_the_leader() {
+    let postgres = Postgres::start();
+    let (leader, follower) = (postgres.node(), postgres.node());
+    ingest(&leader, headlines("", 50)).await.expect("ingest on the leader");
+    let mut writer = leader.client().await;
+    let raised = pb::NamespaceSettings { story_threshold: Some(0.55), ..Default::default() };
+    let request = pb::UpdateNamespaceRequest { namespace: String::new(), settings: Some(raised) };
+    writer.update_namespace(request).await.expect("update on the leader");
+    let threshold = |node: &Served| {
+        let addr = node.addr.clone();
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint");
+            let mut client = pb::dedup_service_client::DedupServiceClient::new(channel.connect().await.ok()?);
+            let request = pb::GetNamespaceRequest { namespace: String::new() };
+            let namespace = client.get_namespace(request).await.ok()?.into_inner().namespace?;
+            Some((namespace.settings?.story_threshold?, namespace.stats?.headlines))
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while threshold(&follower).await != Some((0.55, 50)) {
+        assert!(Instant::now() < deadline, "the follower did not learn the settings:\n{}", follower.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let request = pb::DeleteNamespaceRequest { namespace: String::new() };
+    assert_eq!(writer.delete_namespace(request).await.expect("delete").into_inner().headlines, 50);
+    assert_eq!(postgres.sql("SELECT count(*) FROM headline_dedup.records"), "0");
+    while threshold(&follower).await.is_some() {
+        assert!(Instant::now() < deadline, "the follower did not drop the namespace:\n{}", follower.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fresh = postgres.node();
+    assert!(threshold(&fresh).await.is_none(), "a fresh node does not load it");
 }

@@ -103,6 +103,10 @@ pub struct ServeArgs {
     /// RESOURCE_EXHAUSTED (and resumes from the store).
     #[arg(long, env = "HEADLINE_DEDUP_WATCH_BUFFER", default_value_t = headline_dedup::app::DEFAULT_WATCH_BUFFER, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub watch_buffer: u32,
+    /// Whether an Ingest that names an unknown namespace creates it (true)
+    /// or is refused NOT_FOUND (false; then CreateNamespace makes them).
+    #[arg(long, env = "HEADLINE_DEDUP_AUTO_CREATE_NAMESPACES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_namespaces: bool,
     /// Largest message accepted or sent, in bytes: a gRPC message, or the
     /// body of a JSON call.
     #[arg(long, env = "HEADLINE_DEDUP_MAX_MESSAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]

@@ -114,8 +114,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         info!(data_dir = %args.data_dir.display(), "opening state");
         App::open(model, settings, store)?
     };
-    let app =
-        Arc::new(app.with_max_namespaces(args.max_namespaces as usize).with_watch_buffer(args.watch_buffer as usize));
+    let app = app
+        .with_max_namespaces(args.max_namespaces as usize)
+        .with_auto_create(args.auto_create_namespaces)
+        .with_watch_buffer(args.watch_buffer as usize);
+    let app = Arc::new(app);
     app.start_following()?;
     let options = ServerOptions {
         limits: Limits { max_batch: args.max_batch as usize, max_pending: args.max_pending_calls as usize },
