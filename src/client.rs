@@ -38,13 +38,15 @@ pub async fn channel(addr: &str, tls_ca: Option<&Path>) -> anyhow::Result<Channe
     endpoint.connect().await.with_context(|| format!("cannot connect to {addr}"))
 }
 
-/// Adds the bearer token to every call.
+/// Adds the bearer token to every call that does not carry one.
 #[derive(Debug, Clone)]
 pub struct BearerToken(Option<MetadataValue<Ascii>>);
 
 impl Interceptor for BearerToken {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
+        if let Some(value) = &self.0
+            && !request.metadata().contains_key("authorization")
+        {
             request.metadata_mut().insert("authorization", value.clone());
         }
         Ok(request)

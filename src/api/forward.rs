@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::{Request, Status};
 
 use crate::client::{Client, Credentials, connect};
@@ -52,6 +53,17 @@ pub struct Forwarder {
     clients: Mutex<HashMap<String, Client>>,
 }
 
+/// A write to forward.
+pub struct Write<Req> {
+    /// The request.
+    pub request: Req,
+    /// How many items it carries (it may take longer with more).
+    pub items: usize,
+    /// An administration call passes on the caller's `authorization` (the
+    /// admin token) in place of the cluster's token.
+    pub authorization: Option<MetadataValue<Ascii>>,
+}
+
 /// Where a write should go next.
 pub enum Attempt<T> {
     /// Done: the answer (of this node or of the leader).
@@ -87,7 +99,7 @@ impl Forwarder {
         leader: &str,
         deadline: Instant,
         refusal: Status,
-        (request, items): (Req, usize),
+        write: Write<Req>,
         call: F,
     ) -> Attempt<Res>
     where
@@ -101,8 +113,12 @@ impl Forwarder {
             return waited();
         }
         let Some(client) = self.client(leader).await else { return waited() };
+        let Write { request, items, authorization } = write;
         let mut request = Request::new(request);
-        request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        request.metadata_mut().insert(FORWARDED, MetadataValue::from_static("1"));
+        if let Some(authorization) = authorization {
+            request.metadata_mut().insert("authorization", authorization.clone());
+        }
         let timeout = forward_timeout(items);
         request.set_timeout(timeout);
         let retried = [tonic::Code::Unavailable, tonic::Code::Cancelled, tonic::Code::DeadlineExceeded];

@@ -20,6 +20,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use tracing::{Instrument, debug, info_span};
 
 use crate::app::{App, AppError, ErrorCode, namespace_or_default, validate_namespace};
+use crate::client::Client;
 use crate::core::types::{ChangePage, StoryChange, StoryOrder, StoryQuery};
 use crate::edge::Access;
 use crate::pb;
@@ -27,7 +28,7 @@ use crate::pb::dedup_service_server::DedupService;
 use crate::store::Snapshot;
 
 pub use convert::{headlines, kind_from_pb, millis, timestamp};
-use forward::{Attempt, FORWARDED};
+use forward::{Attempt, FORWARDED, Write};
 pub use forward::{Forwarder, Peers};
 
 /// Limits applied to requests.
@@ -208,9 +209,9 @@ impl DedupApi {
                 answered => return answered.map_err(Status::from),
             };
             let AppError::NotLeader { leader, .. } = &refusal else { return Err(refusal.into()) };
-            let request =
-                (pb::IngestRequest { namespace: namespace.clone(), headlines: headlines.clone() }, headlines.len());
-            let call = |mut client: crate::client::Client, request| async move { client.ingest(request).await };
+            let request = pb::IngestRequest { namespace: namespace.clone(), headlines: headlines.clone() };
+            let request = Write { request, items: headlines.len(), authorization: None };
+            let call = |mut client: Client, request| async move { client.ingest(request).await };
             match self.forwarder.redirect(forwarded, leader, deadline, refusal.clone().into(), request, call).await {
                 Attempt::Done(answer) => return answer.map(|response| response.assignments),
                 Attempt::Again => Forwarder::pause().await,
@@ -556,7 +557,8 @@ impl DedupService for DedupApi {
                 Err(e) => return Err(e.into()),
             };
             let AppError::NotLeader { leader, .. } = &refusal else { return Err(refusal.into()) };
-            let request = (pb::DeleteHeadlinesRequest { namespace: namespace.clone(), ids: ids.clone() }, ids.len());
+            let request = pb::DeleteHeadlinesRequest { namespace: namespace.clone(), ids: ids.clone() };
+            let request = Write { request, items: ids.len(), authorization: None };
             let call =
                 |mut client: crate::client::Client, request| async move { client.delete_headlines(request).await };
             match self.forwarder.redirect(forwarded, leader, deadline, refusal.clone().into(), request, call).await {
@@ -655,13 +657,13 @@ impl DedupService for DedupApi {
         &self,
         request: Request<pb::CreateNamespaceRequest>,
     ) -> Result<Response<pb::CreateNamespaceResponse>, Status> {
-        administration(&request, "CreateNamespace")?;
-        let request = request.into_inner();
-        validate_namespace(&request.namespace)?;
-        let own = convert::setting_changes(&request.settings.unwrap_or_default());
-        let app = Arc::clone(&self.app);
-        let info = self.run(move || app.create_namespace(&request.namespace, own)).await?;
-        Ok(Response::new(pb::CreateNamespaceResponse { namespace: Some(convert::namespace(info)) }))
+        validate_namespace(&request.get_ref().namespace)?;
+        let here = |app: &App, r: &pb::CreateNamespaceRequest| {
+            app.create_namespace(&r.namespace, convert::setting_changes(&r.settings.clone().unwrap_or_default()))
+        };
+        let answer = |info| pb::CreateNamespaceResponse { namespace: Some(convert::namespace(info)) };
+        let there = |mut client: Client, r| async move { client.create_namespace(r).await };
+        self.administer(request, "CreateNamespace", here, answer, there).await
     }
 
     async fn get_namespace(
@@ -689,27 +691,69 @@ impl DedupService for DedupApi {
         &self,
         request: Request<pb::UpdateNamespaceRequest>,
     ) -> Result<Response<pb::UpdateNamespaceResponse>, Status> {
-        administration(&request, "UpdateNamespace")?;
-        let request = request.into_inner();
-        let namespace = namespace_or_default(&request.namespace)?.to_owned();
-        let changes = convert::setting_changes(&request.settings.unwrap_or_default());
-        if changes.is_empty() {
+        namespace_or_default(&request.get_ref().namespace)?;
+        if convert::setting_changes(&request.get_ref().settings.clone().unwrap_or_default()).is_empty() {
             return Err(AppError::invalid("settings", "set at least one setting to change").into());
         }
-        let app = Arc::clone(&self.app);
-        let info = self.run(move || app.update_namespace(&namespace, &changes)).await?;
-        Ok(Response::new(pb::UpdateNamespaceResponse { namespace: Some(convert::namespace(info)) }))
+        let here = |app: &App, r: &pb::UpdateNamespaceRequest| {
+            let changes = convert::setting_changes(&r.settings.clone().unwrap_or_default());
+            app.update_namespace(namespace_or_default(&r.namespace)?, &changes)
+        };
+        let answer = |info| pb::UpdateNamespaceResponse { namespace: Some(convert::namespace(info)) };
+        let there = |mut client: Client, r| async move { client.update_namespace(r).await };
+        self.administer(request, "UpdateNamespace", here, answer, there).await
     }
 
     async fn delete_namespace(
         &self,
         request: Request<pb::DeleteNamespaceRequest>,
     ) -> Result<Response<pb::DeleteNamespaceResponse>, Status> {
-        administration(&request, "DeleteNamespace")?;
-        let namespace = namespace_or_default(&request.into_inner().namespace)?.to_owned();
-        let app = Arc::clone(&self.app);
-        let headlines = self.run(move || app.delete_namespace(&namespace)).await?;
-        Ok(Response::new(pb::DeleteNamespaceResponse { headlines }))
+        namespace_or_default(&request.get_ref().namespace)?;
+        let here =
+            |app: &App, r: &pb::DeleteNamespaceRequest| app.delete_namespace(namespace_or_default(&r.namespace)?);
+        let answer = |headlines| pb::DeleteNamespaceResponse { headlines };
+        let there = |mut client: Client, r| async move { client.delete_namespace(r).await };
+        self.administer(request, "DeleteNamespace", here, answer, there).await
+    }
+}
+
+impl DedupApi {
+    /// Runs an administration call of a namespace here, or, where another
+    /// node leads it (PostgreSQL), there, with the caller's admin token.
+    async fn administer<Req, Res, T, F, Fut>(
+        &self,
+        request: Request<Req>,
+        method: &str,
+        here: fn(&App, &Req) -> Result<T, AppError>,
+        answer: fn(T) -> Res,
+        there: F,
+    ) -> Result<Response<Res>, Status>
+    where
+        Req: Clone + Send + Sync + 'static,
+        T: Send + 'static,
+        F: Fn(Client, Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<Res>, Status>>,
+    {
+        administration(&request, method)?;
+        let forwarded = forwarded(&request);
+        let authorization = request.metadata().get("authorization").cloned();
+        let message = request.into_inner();
+        let deadline = self.forwarder.deadline();
+        loop {
+            let (app, copy) = (Arc::clone(&self.app), message.clone());
+            let refusal = match self.run_app(move || here(&app, &copy)).await? {
+                Ok(done) => return Ok(Response::new(answer(done))),
+                Err(refusal @ AppError::NotLeader { .. }) => refusal,
+                Err(e) => return Err(e.into()),
+            };
+            let AppError::NotLeader { leader, .. } = &refusal else { return Err(refusal.into()) };
+            let call = |client, request| there(client, request);
+            let request = Write { request: message.clone(), items: 1, authorization: authorization.clone() };
+            match self.forwarder.redirect(forwarded, leader, deadline, refusal.clone().into(), request, call).await {
+                Attempt::Done(answer) => return answer.map(Response::new),
+                Attempt::Again => Forwarder::pause().await,
+            }
+        }
     }
 }
 

@@ -441,14 +441,13 @@ async fn a_follower_streams_the_leaders_story_changes_as_it_applies_them() {
 }
 
 #[tokio::test]
-async fn a_follower_learns_a_namespaces_new_settings_and_its_deletion_from_the_leader() {
+async fn a_namespace_changed_through_a_follower_is_changed_by_the_leader_and_followers_learn_it_and_its_deletion() {
     let postgres = Postgres::start();
     let (leader, follower) = (postgres.node(), postgres.node());
     ingest(&leader, headlines("", 50)).await.expect("ingest on the leader");
     let mut writer = leader.client().await;
     let raised = pb::NamespaceSettings { story_threshold: Some(0.55), ..Default::default() };
     let request = pb::UpdateNamespaceRequest { namespace: String::new(), settings: Some(raised) };
-    writer.update_namespace(request).await.expect("update on the leader");
     let threshold = |node: &Served| {
         let addr = node.addr.clone();
         async move {
@@ -459,6 +458,17 @@ async fn a_follower_learns_a_namespaces_new_settings_and_its_deletion_from_the_l
             Some((namespace.settings?.story_threshold?, namespace.stats?.headlines))
         }
     };
+    // Sent to the follower, once it knows the namespace, which forwards it
+    // to the leader.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while threshold(&follower).await.map(|(_, headlines)| headlines) != Some(50) {
+        assert!(Instant::now() < deadline, "the follower did not learn the namespace:\n{}", follower.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let updated = follower.client().await.update_namespace(request).await.expect("update through the follower");
+    let updated = updated.into_inner().namespace.and_then(|n| n.settings).and_then(|s| s.story_threshold);
+    assert_eq!(updated, Some(0.55));
+    assert_eq!(threshold(&leader).await, Some((0.55, 50)), "the leader made the change");
     let deadline = Instant::now() + Duration::from_secs(10);
     while threshold(&follower).await != Some((0.55, 50)) {
         assert!(Instant::now() < deadline, "the follower did not learn the settings:\n{}", follower.log());
