@@ -3,7 +3,7 @@
 
 use crate::pb::wkt::Timestamp;
 
-use crate::app::{AppError, NamespaceInfo};
+use crate::app::{AppError, NamespaceInfo, setting_key};
 use crate::core::settings::Settings;
 use crate::core::types::{
     Assignment, Candidate, ChangeKind, Headline, ItemError, ItemErrorKind, MatchKind, Millis, RawHeadline, Removal,
@@ -286,10 +286,9 @@ pub fn namespace_stats(namespace: String, s: Stats) -> pb::NamespaceStats {
 
 /// A namespace as the admin calls answer it.
 pub fn namespace(info: NamespaceInfo) -> pb::Namespace {
-    let own_settings = info.own.iter().map(|spec| spec.split_once('=').map_or(spec.as_str(), |(k, _)| k).to_owned());
     pb::Namespace {
         settings: Some(namespace_settings(&info.settings)),
-        own_settings: own_settings.collect(),
+        own_settings: info.own.iter().map(|spec| setting_key(spec).to_owned()).collect(),
         stats: Some(namespace_stats(info.name.clone(), info.stats)),
         name: info.name,
     }

@@ -38,12 +38,7 @@ impl App {
             if map.contains_key(name) {
                 return Err(AppError::NamespaceExists(name.to_owned()));
             }
-            if map.len() >= self.max_namespaces {
-                return Err(AppError::ResourceExhausted(format!(
-                    "the server holds its limit of {} namespaces (--max-namespaces)",
-                    self.max_namespaces
-                )));
-            }
+            self.room_for_one_more(map.len())?;
             let namespace = Namespace::new(self.engine_with(settings), 0);
             map.insert(name.to_owned(), Arc::clone(&namespace));
             namespace

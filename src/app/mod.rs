@@ -16,8 +16,8 @@ mod queue;
 mod settings_book;
 
 pub use admin::NamespaceInfo;
-pub use settings_book::SettingsBook;
 use settings_book::merge_own;
+pub use settings_book::{SettingsBook, setting_key};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -632,15 +632,21 @@ impl App {
         if !self.auto_create {
             return Err(AppError::NamespaceNotFound(name.to_owned()));
         }
-        if map.len() >= self.max_namespaces {
-            return Err(AppError::ResourceExhausted(format!(
-                "the server holds its limit of {} namespaces (--max-namespaces)",
-                self.max_namespaces
-            )));
-        }
+        self.room_for_one_more(map.len())?;
         let namespace = Namespace::new(self.new_engine(name), 0);
         map.insert(name.to_owned(), Arc::clone(&namespace));
         Ok(namespace)
+    }
+
+    /// Refuses a new namespace when the server holds `held`, its limit.
+    fn room_for_one_more(&self, held: usize) -> Result<(), AppError> {
+        if held < self.max_namespaces {
+            return Ok(());
+        }
+        Err(AppError::ResourceExhausted(format!(
+            "the server holds its limit of {} namespaces (--max-namespaces)",
+            self.max_namespaces
+        )))
     }
 
     /// A namespace another node leads, created here (empty, at version 0)

@@ -89,13 +89,17 @@ impl SettingsBook {
     }
 }
 
+/// The key of a `key=value` setting.
+pub fn setting_key(spec: &str) -> &str {
+    spec.split_once('=').map_or(spec, |(key, _)| key).trim()
+}
+
 /// `own` with `changes` applied: each key keeps its latest value, in the
 /// order the keys were first set.
 pub fn merge_own(own: &[String], changes: &[String]) -> Vec<String> {
-    let key = |spec: &str| spec.split_once('=').map_or(spec, |(k, _)| k).trim().to_owned();
     let mut merged: Vec<String> = own.to_vec();
     for change in changes {
-        match merged.iter_mut().find(|spec| key(spec) == key(change)) {
+        match merged.iter_mut().find(|spec| setting_key(spec) == setting_key(change)) {
             Some(spec) => spec.clone_from(change),
             None => merged.push(change.clone()),
         }
