@@ -886,6 +886,22 @@ async fn log_changes(
     Ok(())
 }
 
+/// Inserts (sequence number, encoded body) rows of a namespace into
+/// `table` (`records` or `story_changes`) in one statement.
+async fn insert_bodies(
+    txn: &Transaction<'_>,
+    table: &str,
+    namespace: &str,
+    rows: impl Iterator<Item = (u64, Vec<u8>)>,
+) -> Result<(), tokio_postgres::Error> {
+    let (seqs, bodies): (Vec<i64>, Vec<Vec<u8>>) = rows.map(|(seq, body)| (seq as i64, body)).unzip();
+    let sql = format!(
+        "INSERT INTO headline_dedup.{table} (namespace, seq, body) SELECT $1, * FROM unnest($2::bigint[], $3::bytea[])"
+    );
+    txn.execute(&sql, &[&namespace, &seqs, &bodies]).await?;
+    Ok(())
+}
+
 /// Writes a batch's facts inside the fenced transaction.
 async fn write_changes(
     txn: &Transaction<'_>,
@@ -894,15 +910,8 @@ async fn write_changes(
     changes: &Changes,
 ) -> Result<(), tokio_postgres::Error> {
     if !changes.added.is_empty() {
-        let seqs: Vec<i64> = changes.added.iter().map(|r| r.seq as i64).collect();
-        let bodies: Vec<Vec<u8>> =
-            changes.added.iter().map(|r| RecordMessage::from_record(r).encode_to_vec()).collect();
-        txn.execute(
-            "INSERT INTO headline_dedup.records (namespace, seq, body)
-             SELECT $1, * FROM unnest($2::bigint[], $3::bytea[])",
-            &[&namespace, &seqs, &bodies],
-        )
-        .await?;
+        let rows = changes.added.iter().map(|r| (r.seq, RecordMessage::from_record(r).encode_to_vec()));
+        insert_bodies(txn, "records", namespace, rows).await?;
     }
     if !changes.removed.is_empty() {
         let seqs: Vec<i64> = changes.removed.iter().map(|&(seq, _)| seq as i64).collect();
@@ -929,15 +938,8 @@ async fn write_changes(
         .await?;
     }
     if !changes.story_changes.is_empty() {
-        let seqs: Vec<i64> = changes.story_changes.iter().map(|c| c.seq as i64).collect();
-        let bodies: Vec<Vec<u8>> =
-            changes.story_changes.iter().map(|c| StoryChangeMessage::from_change(c).encode_to_vec()).collect();
-        txn.execute(
-            "INSERT INTO headline_dedup.story_changes (namespace, seq, body)
-             SELECT $1, * FROM unnest($2::bigint[], $3::bytea[])",
-            &[&namespace, &seqs, &bodies],
-        )
-        .await?;
+        let rows = changes.story_changes.iter().map(|c| (c.seq, StoryChangeMessage::from_change(c).encode_to_vec()));
+        insert_bodies(txn, "story_changes", namespace, rows).await?;
         txn.execute(
             "DELETE FROM headline_dedup.story_changes WHERE namespace = $1 AND seq < $2",
             &[&namespace, &(changes.story_changes_from as i64)],
