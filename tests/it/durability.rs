@@ -546,7 +546,14 @@ async fn a_backup_taken_during_ingest_holds_every_acknowledged_batch_whole_and_r
         }
         acked
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The backup starts once ingest is well under way, however slow the
+    // machine.
+    let under_way = async {
+        while answered.load(std::sync::atomic::Ordering::SeqCst) <= 5 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), under_way).await.expect("ingest gets under way");
     let during = dir.path().join("during.redb");
     // Every batch answered before the backup begins is in it; the batches
     // answered while it runs may be too, each whole or not at all.
