@@ -240,6 +240,7 @@ pub fn setting_changes(s: &pb::NamespaceSettings) -> Vec<String> {
     put("merge_threshold", s.merge_threshold.map(|v| v.to_string()));
     put("story_window_hours", s.story_window_hours.map(|v| v.to_string()));
     put("copy_window_hours", s.copy_window_hours.map(|v| v.to_string()));
+    put("follow_share", s.follow_share.map(|v| v.to_string()));
     put("candidates", s.candidates.map(|v| v.to_string()));
     put("retention_hours", s.retention_hours.map(|v| v.to_string()));
     put("change_feed_length", s.change_feed_length.map(|v| v.to_string()));
@@ -262,6 +263,7 @@ pub fn namespace_settings(s: &Settings) -> pb::NamespaceSettings {
         merge_threshold: Some(s.merge_threshold),
         story_window_hours: Some(hours(s.story_window)),
         copy_window_hours: Some(hours(s.copy_window)),
+        follow_share: Some(s.follow_share),
         candidates: Some(u32::try_from(s.candidates).unwrap_or(u32::MAX)),
         retention_hours: Some(s.retention.map_or(0.0, hours)),
         change_feed_length: Some(s.change_feed_length),

@@ -83,6 +83,12 @@ pub struct Settings {
     /// coverage: a republished wire headline joins days later, where a
     /// rewrite needs the story window.
     pub copy_window: Millis,
+    /// A rewrite past every story's window follows a story within the copy
+    /// window when it is close to one of the story's headlines and names
+    /// something the story owns: written in two of its wordings or more,
+    /// and in at least this share of the namespace's wordings that write
+    /// it (0 turns following off).
+    pub follow_share: f32,
     /// Candidates fetched from the index per headline.
     pub candidates: usize,
     /// Headlines whose event time is this far behind the newest one leave
@@ -107,6 +113,7 @@ impl Default for Settings {
             merge_threshold: 0.2,
             story_window: DAY_MS / 2,
             copy_window: 3 * DAY_MS,
+            follow_share: 0.5,
             candidates: 20,
             retention: Some(30 * DAY_MS),
             change_feed_length: 100_000,
@@ -137,6 +144,7 @@ impl Settings {
             "merge_threshold" => self.merge_threshold = number(key, value)?,
             "story_window_hours" => self.story_window = window(key, value)?,
             "copy_window_hours" => self.copy_window = window(key, value)?,
+            "follow_share" => self.follow_share = number(key, value)?,
             "candidates" => self.candidates = number(key, value)?,
             "retention_hours" => {
                 let hours: f64 = number(key, value)?;
@@ -164,6 +172,7 @@ impl Settings {
             format!("merge_threshold={}", self.merge_threshold),
             format!("story_window_hours={}", hours(self.story_window)),
             format!("copy_window_hours={}", hours(self.copy_window)),
+            format!("follow_share={}", self.follow_share),
             format!("candidates={}", self.candidates),
             format!("retention_hours={}", self.retention.map_or(0.0, hours)),
             format!("change_feed_length={}", self.change_feed_length),
@@ -215,6 +224,9 @@ impl Settings {
                 "background_weight",
                 format!("must be in [0, 1], got {}", self.background_weight),
             ));
+        }
+        if !(0.0..=1.0).contains(&self.follow_share) {
+            return Err(CoreError::setting("follow_share", format!("must be in [0, 1], got {}", self.follow_share)));
         }
         if !(0.0..=1e6).contains(&self.background_prior) {
             return Err(CoreError::setting(

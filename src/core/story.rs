@@ -66,8 +66,9 @@ pub struct MemberInfo<'a> {
     pub exemplar: bool,
     /// Whether it was kept from another story as its look-alike.
     pub look_alike: bool,
-    /// Whether it is a copy (exact or near duplicate) of another headline:
-    /// a republication, which does not extend the story's coverage.
+    /// Whether it is a copy (exact or near duplicate) of another headline,
+    /// a republication, or a rewrite that followed the story past its
+    /// window: neither extends the story's coverage.
     pub copy: bool,
 }
 

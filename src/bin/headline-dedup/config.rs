@@ -121,7 +121,7 @@ pub struct ServeArgs {
     /// semantic_weight, lexical_dim, idf_power, near_vector_threshold,
     /// near_string_threshold, background_weight, background_prior,
     /// story_threshold, merge_threshold, story_window_hours,
-    /// copy_window_hours, candidates, retention_hours.
+    /// copy_window_hours, follow_share, candidates, retention_hours.
     #[arg(long = "set", env = "HEADLINE_DEDUP_SETTINGS", value_delimiter = ',')]
     pub settings: Vec<String>,
     /// PEM certificate chain to serve TLS with (with --tls-key).

@@ -144,6 +144,7 @@ pub fn run(job: &EvalArgs, model: &Arc<StaticModel>) -> anyhow::Result<()> {
                     "kind": a.kind.name(),
                     "matched": a.matched_headline_id,
                     "story": a.story_id.to_string(),
+                    "note": a.evidence.note,
                 })
             }),
         )?;

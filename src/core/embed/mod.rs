@@ -121,10 +121,15 @@ impl TermStats {
         self.docs
     }
 
+    /// The number of documents counted with `word` in them.
+    pub fn count(&self, word: &str) -> u32 {
+        self.counts.get(&Self::bucket(word)).copied().unwrap_or(0)
+    }
+
     /// The inverse-document-frequency weight of a word: `ln((N + 1) /
     /// (df + 1)) + 1`, so unseen words weigh the most and none weighs zero.
     pub fn weight(&self, word: &str) -> f32 {
-        let df = self.counts.get(&Self::bucket(word)).copied().unwrap_or(0) as f32;
+        let df = self.count(word) as f32;
         (((self.docs as f32) + 1.0) / (df + 1.0)).ln() + 1.0
     }
 }

@@ -148,7 +148,8 @@ impl Ledger {
             vector: self.vector(index, seq)?,
             exemplar: record.exemplar(),
             look_alike: record.scores.note == Note::LookAlike,
-            copy: matches!(record.kind, MatchKind::ExactDuplicate | MatchKind::NearDuplicate),
+            copy: matches!(record.kind, MatchKind::ExactDuplicate | MatchKind::NearDuplicate)
+                || record.scores.note == Note::FollowsStory,
         })
     }
 }

@@ -217,6 +217,7 @@ impl Engine {
             index: &self.index,
             search,
             cases: &self.cases,
+            terms: &self.terms,
             frame: self.frame(),
         }
     }
