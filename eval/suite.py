@@ -21,6 +21,9 @@ Sets (development unless marked held-out):
   stc           GoogleNews-STC titles (no times)
   wire-dev      wire copies of April 1-7: EXACT/NEAR precision and recall
   wire-may      the same for May 1-7 (held-out)
+  keyword-appended  the first 15,000 March headlines clustered as they are and
+                with one word ("Japan") appended to every one: the B-cubed
+                agreement of the two partitions (the first taken as gold)
 
 The UCI labels split stories by day: a headline republished word for word on
 a later day is another story to them, and a copy the engine joins to its
@@ -202,6 +205,27 @@ class Suite:
                 result["recall"] = float(words[-1])
         return result
 
+    def keyword_appended(self, word="Japan", rows=15000):
+        gold = self.uci_gold("uci-dev", ["--until", "2014-05-01"])
+        plain, appended = self.path("kw-appended-plain.jsonl"), self.path("kw-appended.jsonl")
+        with open(gold, encoding="utf-8") as src, open(plain, "w", encoding="utf-8") as a, \
+                open(appended, "w", encoding="utf-8") as b:
+            for _, line in zip(range(rows), src):
+                row = json.loads(line)
+                a.write(json.dumps(row) + "\n")
+                row["text"] = row["text"] + " " + word
+                b.write(json.dumps(row) + "\n")
+        self.eval(plain, "kw-appended-plain", order="shuffle-day")
+        self.eval(appended, "kw-appended", order="shuffle-day")
+        first = self.path("kw-appended-first.gold")
+        with open(self.path("kw-appended-plain.pred"), encoding="utf-8") as src, \
+                open(first, "w", encoding="utf-8") as dst:
+            for line in src:
+                row = json.loads(line)
+                dst.write(json.dumps({"id": row["id"], "story": row["cluster"]}) + "\n")
+        s = self.score(first, self.path("kw-appended.pred"))
+        return {"b3_agreement": s["bcubed_f1"], "pair_agreement": s["pairwise_f1"]}
+
     def wire_dev(self):
         return self.wire("wire-dev", "2014-04-01", "2014-04-08")
 
@@ -209,7 +233,8 @@ class Suite:
         return self.wire("wire-may", "2014-05-01", "2014-05-08")
 
 
-SETS = ["uci-dev", "uci-may", "uci-keywords", "keyed", "lookalikes", "stc", "wire-dev", "wire-may"]
+SETS = ["uci-dev", "uci-may", "uci-keywords", "keyed", "lookalikes", "stc", "wire-dev", "wire-may",
+        "keyword-appended"]
 
 
 def main():
