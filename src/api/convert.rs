@@ -238,6 +238,7 @@ pub fn setting_changes(s: &pb::NamespaceSettings) -> Vec<String> {
     put("background_prior", s.background_prior.map(|v| v.to_string()));
     put("story_threshold", s.story_threshold.map(|v| v.to_string()));
     put("merge_threshold", s.merge_threshold.map(|v| v.to_string()));
+    put("merge_crowding", s.merge_crowding.map(|v| v.to_string()));
     put("story_window_hours", s.story_window_hours.map(|v| v.to_string()));
     put("copy_window_hours", s.copy_window_hours.map(|v| v.to_string()));
     put("follow_share", s.follow_share.map(|v| v.to_string()));
@@ -261,6 +262,7 @@ pub fn namespace_settings(s: &Settings) -> pb::NamespaceSettings {
         background_prior: Some(s.background_prior),
         story_threshold: Some(s.story_threshold),
         merge_threshold: Some(s.merge_threshold),
+        merge_crowding: Some(s.merge_crowding),
         story_window_hours: Some(hours(s.story_window)),
         copy_window_hours: Some(hours(s.copy_window)),
         follow_share: Some(s.follow_share),

@@ -316,6 +316,11 @@ impl SegmentedIndex {
         dropped
     }
 
+    /// The number of points in the buckets that overlap `[from, to]`.
+    pub fn count(&self, from: Millis, to: Millis) -> usize {
+        self.overlapping(from, to).map(|s| s.ids.len()).sum()
+    }
+
     /// The number of indexed points.
     pub fn len(&self) -> usize {
         self.segments.values().map(|s| s.ids.len()).sum()

@@ -74,6 +74,13 @@ pub struct Settings {
     /// need more, up to `story_threshold` for two single headlines: the bar
     /// falls with the square root of the number of cross pairs.
     pub merge_threshold: f32,
+    /// How much the merge bar rises for each factor of e by which the
+    /// exemplars within the story window of two stories outnumber what a
+    /// news feed's window holds ([`crate::core::index::FLAT_LIMIT`]): the
+    /// more stories a window holds, the more same-topic stories of other
+    /// events a story has for neighbours, and the more linkage a merge
+    /// needs to say one event (0 keeps one bar at every density).
+    pub merge_crowding: f32,
     /// A story absorbs rewrites at `story_threshold` while their event time
     /// is within this distance of its coverage (from its first to its
     /// latest member that is not a copy).
@@ -111,6 +118,7 @@ impl Default for Settings {
             background_prior: 20.0,
             story_threshold: 0.3,
             merge_threshold: 0.2,
+            merge_crowding: 0.06,
             story_window: DAY_MS / 2,
             copy_window: 3 * DAY_MS,
             follow_share: 0.5,
@@ -142,6 +150,7 @@ impl Settings {
             "background_prior" => self.background_prior = number(key, value)?,
             "story_threshold" => self.story_threshold = number(key, value)?,
             "merge_threshold" => self.merge_threshold = number(key, value)?,
+            "merge_crowding" => self.merge_crowding = number(key, value)?,
             "story_window_hours" => self.story_window = window(key, value)?,
             "copy_window_hours" => self.copy_window = window(key, value)?,
             "follow_share" => self.follow_share = number(key, value)?,
@@ -170,6 +179,7 @@ impl Settings {
             format!("background_prior={}", self.background_prior),
             format!("story_threshold={}", self.story_threshold),
             format!("merge_threshold={}", self.merge_threshold),
+            format!("merge_crowding={}", self.merge_crowding),
             format!("story_window_hours={}", hours(self.story_window)),
             format!("copy_window_hours={}", hours(self.copy_window)),
             format!("follow_share={}", self.follow_share),
@@ -223,6 +233,12 @@ impl Settings {
             return Err(CoreError::setting(
                 "background_weight",
                 format!("must be in [0, 1], got {}", self.background_weight),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.merge_crowding) {
+            return Err(CoreError::setting(
+                "merge_crowding",
+                format!("must be in [0, 1], got {}", self.merge_crowding),
             ));
         }
         if !(0.0..=1.0).contains(&self.follow_share) {

@@ -120,7 +120,7 @@ pub struct ServeArgs {
     /// commas in the variable). Keys: embedder (lexical|semantic|mixed),
     /// semantic_weight, lexical_dim, idf_power, near_vector_threshold,
     /// near_string_threshold, background_weight, background_prior,
-    /// story_threshold, merge_threshold, story_window_hours,
+    /// story_threshold, merge_threshold, merge_crowding, story_window_hours,
     /// copy_window_hours, follow_share, candidates, retention_hours.
     #[arg(long = "set", env = "HEADLINE_DEDUP_SETTINGS", value_delimiter = ',')]
     pub settings: Vec<String>,

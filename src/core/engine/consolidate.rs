@@ -11,9 +11,10 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use super::{Engine, frame_of};
+use super::{Engine, frame_of, windowed};
 use crate::core::background::Frame;
 use crate::core::compare::Words;
+use crate::core::index::FLAT_LIMIT;
 use crate::core::story::Story;
 use crate::core::types::StoryId;
 
@@ -42,17 +43,17 @@ impl Engine {
                 continue;
             }
             let (Some(sa), Some(sb)) = (self.book.get(a), self.book.get(b)) else { continue };
-            let current = sa.linkage_in(&frame, sb);
+            let (current, bar) = (sa.linkage_in(&frame, sb), self.merge_bar(sa, sb));
             if current < strength {
                 // One side changed since the link was measured: re-queue it.
-                if current >= self.merge_bar(sa, sb) {
+                if current >= bar {
                     heap.push(Link { strength: current, a, b });
                 }
                 continue;
             }
-            // Every queued link cleared its bar, and bars only fall as
-            // stories grow by merging: this one still clears it.
-            if self.kept_apart(sa, sb) {
+            // A merge can move a story's coverage into a more crowded
+            // window, and so raise its bars: every link is checked again.
+            if current < bar || self.kept_apart(sa, sb) {
                 continue;
             }
             let survivor = self.book.merge(a, b);
@@ -69,11 +70,19 @@ impl Engine {
 
     /// The linkage two stories need to merge: the merge threshold for
     /// large stories, rising to the story threshold for two single
-    /// headlines (whose linkage is one similarity, as noisy as a join's).
+    /// headlines (whose linkage is one similarity, as noisy as a join's),
+    /// and raised by [`crate::core::settings::Settings::merge_crowding`] for each factor of e by
+    /// which the exemplars within the story window of the later story's
+    /// latest reporting outnumber [`FLAT_LIMIT`].
     fn merge_bar(&self, a: &Story, b: &Story) -> f32 {
         let s = &self.settings;
         let pairs = (a.members.len() * b.members.len()).max(1) as f32;
-        s.merge_threshold + (s.story_threshold - s.merge_threshold).max(0.0) / pairs.sqrt()
+        let latest = a.coverage().1.max(b.coverage().1);
+        let (from, to) = windowed(latest, latest, s.story_window);
+        let crowd = self.index.count(from, to) as f32 / FLAT_LIMIT as f32;
+        s.merge_threshold
+            + (s.story_threshold - s.merge_threshold).max(0.0) / pairs.sqrt()
+            + s.merge_crowding * crowd.ln().max(0.0)
     }
 
     /// Whether two stories were kept apart as look-alikes: a wording of
@@ -209,6 +218,32 @@ mod tests {
         assert_eq!(engine.story(StoryId(2)).map(|s| s.id), Some(StoryId(1)), "b's story redirects to a's, the older");
         assert_eq!(engine.story(StoryId(1)).map(|s| s.size), Some(4));
         assert_eq!(engine.story(StoryId(3)).map(|s| s.size), Some(1), "c stays alone");
+    }
+
+    #[test]
+    fn a_crowded_window_raises_the_merge_bar() {
+        // The stories of two of the first test (linkage 0.42, bar 0.4),
+        // among 10,000 other exemplars of the window: with a crowding of
+        // 0.2 the bar rises by 0.2 * ln(10,004 / 8,192) = 0.04, past their
+        // linkage; without it they merge as before.
+        let merges = |crowding: f32| {
+            let mut engine = fixed_engine(&[
+                ("alpha", [1.0, 0.0, 0.0]),
+                ("alpha again", [1.0, 0.0, 0.0]),
+                ("beta", [0.42, 0.9075, 0.0]),
+                ("beta again", [0.42, 0.9075, 0.0]),
+            ]);
+            engine.settings.merge_crowding = crowding;
+            let names: Vec<String> = (0..10_000).map(|i| format!("other {i}")).collect();
+            for chunk in names.chunks(1_000) {
+                engine.ingest(&chunk.iter().map(|name| item(name, name, DAY - HOUR)).collect::<Vec<_>>());
+            }
+            engine.ingest(&[item("a", "alpha", DAY), item("b", "beta", DAY + 1)]);
+            engine.ingest(&[item("a2", "alpha again", DAY + 3), item("b2", "beta again", DAY + 4)]);
+            engine.stats().merges
+        };
+        assert_eq!(merges(0.0), 1, "four links of 0.42 clear 0.4");
+        assert_eq!(merges(0.2), 0, "they do not clear 0.44");
     }
 
     #[test]
