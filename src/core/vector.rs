@@ -77,6 +77,39 @@ pub fn dots_i8(query: &[i8], rows: &[i8], dots: &mut Vec<i32>) {
     }
 }
 
+/// Appends to `dots` the dot products of `query` with each of `rows`, in
+/// order: the same numbers as [`dot_i8`] row by row, computed several rows
+/// at a time (rows of another length than the query's are taken one by
+/// one).
+pub fn dots_i8_of(query: &[i8], rows: &[&[i8]], dots: &mut Vec<i32>) {
+    dots.reserve(rows.len());
+    (KERNELS.chosen_rows)(query, rows, dots);
+}
+
+/// Words of a [`Code`].
+pub const CODE_WORDS: usize = 4;
+/// Bits of a [`Code`].
+pub const CODE_BITS: usize = CODE_WORDS * 64;
+/// A sign code: one bit for each of [`CODE_BITS`] hyperplanes, set when a
+/// vector lies on its positive side. The share of bits two codes differ in
+/// estimates the angle between their vectors over pi (the index's coarse
+/// pass reads codes rather than vectors).
+pub type Code = [u64; CODE_WORDS];
+
+/// Appends to `out` the Hamming distance (the bits that differ) of `query`
+/// to each of `codes`, in order.
+pub fn hamming_distances(query: &Code, codes: &[Code], out: &mut Vec<u16>) {
+    out.reserve(codes.len());
+    (KERNELS.hamming)(query, codes, out);
+}
+
+/// The bits that differ between two codes: at most [`CODE_BITS`].
+#[inline]
+fn hamming(a: &Code, b: &Code) -> u16 {
+    let bits: u32 = a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum();
+    u16::try_from(bits).unwrap_or(u16::MAX)
+}
+
 /// One implementation of the products.
 #[derive(Clone, Copy)]
 struct Kernels {
@@ -86,9 +119,13 @@ struct Kernels {
     /// Appends the dot product of the query (first) with each whole row of
     /// the second argument; the query is not empty.
     rows: fn(&[i8], &[i8], &mut Vec<i32>),
+    /// [`dots_i8_of`], the room reserved.
+    chosen_rows: fn(&[i8], &[&[i8]], &mut Vec<i32>),
     /// [`VectorSum::dot`]: every implementation makes the same float
     /// operations in the same order, so the results are bit for bit equal.
     sum_dot: fn(&[i32], &[i8]) -> f32,
+    /// [`hamming_distances`], the room reserved.
+    hamming: fn(&Code, &[Code], &mut Vec<u16>),
 }
 
 static KERNELS: std::sync::LazyLock<Kernels> =
@@ -99,7 +136,9 @@ const PORTABLE: Kernels = Kernels {
     name: "portable",
     dot: dot_i8_portable,
     rows: |query, rows, out| out.extend(rows.chunks_exact(query.len()).map(|row| dot_i8_portable(query, row))),
+    chosen_rows: |query, rows, out| out.extend(rows.iter().map(|row| dot_i8_portable(query, row))),
     sum_dot: sum_dot_portable,
+    hamming: |query, codes, out| out.extend(codes.iter().map(|code| hamming(query, code))),
 };
 
 /// The kernels this CPU can run, slowest first.
@@ -107,10 +146,11 @@ fn available_kernels() -> Vec<Kernels> {
     let mut found = vec![PORTABLE];
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt") {
             found.push(simd::AVX2);
         }
         if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("popcnt")
             && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vnni")
@@ -157,7 +197,7 @@ mod simd {
         _mm512_sub_epi32, _mm512_xor_si512,
     };
 
-    use super::Kernels;
+    use super::{Code, Kernels};
 
     /// AVX2: sixteen products at a time, widened to 16 bits.
     pub(super) const AVX2: Kernels = Kernels {
@@ -165,7 +205,9 @@ mod simd {
         name: "avx2",
         dot: dot_i8_avx2,
         rows: |query, rows, out| out.extend(rows.chunks_exact(query.len()).map(|row| dot_i8_avx2(query, row))),
+        chosen_rows: |query, rows, out| out.extend(rows.iter().map(|row| dot_i8_avx2(query, row))),
         sum_dot: sum_dot_avx2,
+        hamming: hamming_popcnt,
     };
 
     /// AVX-512 VNNI: 64 products per instruction.
@@ -174,8 +216,22 @@ mod simd {
         name: "avx512vnni",
         dot: dot_i8_vnni,
         rows: rows_i8_vnni,
+        chosen_rows: chosen_rows_i8_vnni,
         sum_dot: sum_dot_avx2,
+        hamming: hamming_popcnt,
     };
+
+    /// Only chosen after the CPU was found to support POPCNT.
+    fn hamming_popcnt(query: &Code, codes: &[Code], out: &mut Vec<u16>) {
+        // SAFETY: see above.
+        unsafe { hamming_with_popcnt(query, codes, out) }
+    }
+
+    /// The portable count, compiled to one instruction per word.
+    #[target_feature(enable = "popcnt")]
+    unsafe fn hamming_with_popcnt(query: &Code, codes: &[Code], out: &mut Vec<u16>) {
+        out.extend(codes.iter().map(|code| super::hamming(query, code)));
+    }
 
     /// Only chosen after the CPU was found to support AVX2.
     fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
@@ -299,25 +355,55 @@ mod simd {
         let mut row = 0;
         while row + 4 <= count {
             // SAFETY: rows `row..row + 4` are whole rows of `rows`.
-            let dots = unsafe { block::<4>(query, rows.as_ptr().add(row * dim)) };
+            let dots = unsafe { block::<4>(query, std::array::from_fn(|r| rows.as_ptr().add((row + r) * dim))) };
             out.extend(dots.map(|d| d - correction));
             row += 4;
         }
         while row < count {
             // SAFETY: row `row` is a whole row of `rows`.
-            let [dot] = unsafe { block::<1>(query, rows.as_ptr().add(row * dim)) };
+            let [dot] = unsafe { block::<1>(query, [rows.as_ptr().add(row * dim)]) };
             out.push(dot - correction);
             row += 1;
         }
+    }
+
+    /// Only chosen after the CPU was found to support AVX-512 F, BW and
+    /// VNNI.
+    fn chosen_rows_i8_vnni(query: &[i8], rows: &[&[i8]], out: &mut Vec<i32>) {
+        // SAFETY: see above.
+        unsafe { chosen_rows_vnni(query, rows, out) }
+    }
+
+    /// [`rows_vnni`] on rows anywhere, four at a time; a row of another
+    /// length than the query's goes through [`dot_vnni`].
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn chosen_rows_vnni(query: &[i8], rows: &[&[i8]], out: &mut Vec<i32>) {
+        let dim = query.len();
+        let correction = 128 * query.iter().map(|&x| i32::from(x)).sum::<i32>();
+        let mut blocks = rows.chunks_exact(4);
+        for four in blocks.by_ref() {
+            if let [a, b, c, d] = four
+                && [a, b, c, d].iter().all(|row| row.len() == dim)
+            {
+                // SAFETY: each of the four rows holds `dim` values.
+                let dots = unsafe { block::<4>(query, [a.as_ptr(), b.as_ptr(), c.as_ptr(), d.as_ptr()]) };
+                out.extend(dots.map(|d| d - correction));
+            } else {
+                // SAFETY: the CPU supports what `dot_vnni` needs.
+                out.extend(four.iter().map(|row| unsafe { dot_vnni(query, row) }));
+            }
+        }
+        // SAFETY: the CPU supports what `dot_vnni` needs.
+        out.extend(blocks.remainder().iter().map(|row| unsafe { dot_vnni(query, row) }));
     }
 
     /// The dot products, before the correction, of the query with the `R`
     /// rows of `query.len()` values starting at `rows`.
     ///
     /// # Safety
-    /// `R * query.len()` bytes from `rows` must be readable.
+    /// `query.len()` bytes from each of `rows` must be readable.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn block<const R: usize>(query: &[i8], rows: *const i8) -> [i32; R] {
+    unsafe fn block<const R: usize>(query: &[i8], rows: [*const i8; R]) -> [i32; R] {
         let dim = query.len();
         let flip = _mm512_set1_epi8(i8::MIN);
         let mut acc: [__m512i; R] = [_mm512_setzero_si512(); R];
@@ -327,8 +413,8 @@ mod simd {
             // SAFETY: the mask keeps every load inside the query and inside
             // its row, which the caller guarantees readable.
             let q = unsafe { _mm512_maskz_loadu_epi8(mask, query.as_ptr().add(offset)) };
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let v = unsafe { _mm512_maskz_loadu_epi8(mask, rows.add(r * dim + offset)) };
+            for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                let v = unsafe { _mm512_maskz_loadu_epi8(mask, row.add(offset)) };
                 *acc = _mm512_dpbusd_epi32(*acc, _mm512_xor_si512(v, flip), q);
             }
             offset += 64;
@@ -466,6 +552,12 @@ mod tests {
                 (kernels.rows)(&query, &rows, &mut dots);
                 let expected: Vec<i32> = rows.chunks_exact(dim).map(|row| dot_i8_portable(&query, row)).collect();
                 assert_eq!(dots, expected, "{name} rows of {dim}");
+                let mut chosen: Vec<&[i8]> = rows.chunks_exact(dim).rev().collect();
+                chosen.insert(1, &rows[..dim / 2]);
+                let mut dots = Vec::new();
+                (kernels.chosen_rows)(&query, &chosen, &mut dots);
+                let expected: Vec<i32> = chosen.iter().map(|row| dot_i8_portable(&query, row)).collect();
+                assert_eq!(dots, expected, "{name} chosen rows of {dim}");
             }
         }
         for kernels in available_kernels() {
@@ -479,6 +571,20 @@ mod tests {
                 }
             }
         }
+        let codes: Vec<Code> = (0..37u64)
+            .map(|i| [i.wrapping_mul(0x9E37_79B9_7F4A_7C15), !i, i << 40, u64::MAX.wrapping_shr(i as u32)])
+            .collect();
+        for kernels in available_kernels() {
+            for query in [[0u64; CODE_WORDS], [u64::MAX; CODE_WORDS], codes[5]] {
+                let mut got = Vec::new();
+                (kernels.hamming)(&query, &codes, &mut got);
+                let expected: Vec<u16> = codes.iter().map(|code| hamming(&query, code)).collect();
+                assert_eq!(got, expected, "{} hamming", kernels.name);
+            }
+        }
+        let mut distances = vec![9];
+        hamming_distances(&[u64::MAX; CODE_WORDS], &[[0; CODE_WORDS], [u64::MAX, 1, 0, 0]], &mut distances);
+        assert_eq!(distances, vec![9, CODE_BITS as u16, 191], "appended to what was there");
         assert_eq!(dot_i8(&[1, -2, 3], &[4, 5, -6]), -24);
         let mut dots = vec![5];
         dots_i8(&[127, 0], &[127, 0, 0, 127, 1], &mut dots);
