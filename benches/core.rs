@@ -1,7 +1,7 @@
 //! Benchmarks of the clustering core on real headlines: normalisation, each
 //! embedder, the index (search of scanned segments; search and insert of
-//! HNSW segments of 100k and 400k points, a firehose's day), and the whole
-//! per-headline decision.
+//! segments of 100k and 400k points, a firehose's day, read through their
+//! codes and through HNSW graphs), and the whole per-headline decision.
 //!
 //! Headlines come from `../shared/eval/uci-news-aggregator/dev.jsonl.zst`
 //! (set `HEADLINE_DEDUP_BENCH_DATA` to another file); without it the
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use headline_dedup::core::embed::{StaticModel, TermStats, embedder_for, normalize_l2};
 use headline_dedup::core::engine::Engine;
-use headline_dedup::core::index::{FLAT_LIMIT, SegmentedIndex};
+use headline_dedup::core::index::{FLAT_LIMIT, Limits, SegmentedIndex};
 use headline_dedup::core::normalize::{Normalized, normalize};
 use headline_dedup::core::settings::{EmbedderKind, Settings};
 use headline_dedup::core::types::{DAY_MS, Headline, RawHeadline};
@@ -107,50 +107,61 @@ fn index(c: &mut Criterion) {
         normalize_l2(&mut sum);
         vectors.push(QuantizedVector::new(&sum).values().to_vec());
     }
+    // Past the scan limit a segment is read through its codes; the same
+    // points through a graph (the way past the coded limit) beside them.
+    let graphed = Limits { scanned: FLAT_LIMIT, coded: FLAT_LIMIT };
     for size in [5_000usize, 10_000, 100_000, LARGEST_SEGMENT] {
-        let mut index = SegmentedIndex::new(DAY_MS, embedder.dim());
-        for (id, v) in vectors.iter().enumerate().take(size) {
-            index.insert(id as u64, 0, v);
-        }
-        let body = if size <= FLAT_LIMIT { "scanned" } else { "graph" };
-        let mut probe = 0usize;
-        c.bench_function(&format!("index/search k=20/{size} points ({body})"), |b| {
-            b.iter(|| {
-                probe = (probe + 7919) % size;
-                index.search(black_box(&vectors[probe]), 0, 0, 20)
-            })
-        });
-        if size <= FLAT_LIMIT {
-            // A story window's search reads several segments: the same
-            // points over nine quarter-window segments of the default
-            // 12-hour window.
-            let bucket = DAY_MS / 8;
-            let mut window = SegmentedIndex::new(bucket, embedder.dim());
+        let ways = if size <= FLAT_LIMIT {
+            vec![("scanned", Limits::default())]
+        } else {
+            vec![("coded", Limits::default()), ("graph", graphed)]
+        };
+        for (way, limits) in ways {
+            let mut index = SegmentedIndex::with_limits(DAY_MS, embedder.dim(), limits);
             for (id, v) in vectors.iter().enumerate().take(size) {
-                window.insert(id as u64, (id % 9) as i64 * bucket, v);
+                index.insert(id as u64, 0, v);
             }
-            c.bench_function(&format!("index/search k=20/{size} points in 9 segments"), |b| {
+            let mut probe = 0usize;
+            c.bench_function(&format!("index/search k=20/{size} points ({way})"), |b| {
                 b.iter(|| {
                     probe = (probe + 7919) % size;
-                    window.search(black_box(&vectors[probe]), 0, 8 * bucket, 20)
+                    index.search(black_box(&vectors[probe]), 0, 0, 20)
                 })
             });
+            // An insert into a scanned segment is an append; inserting many
+            // would also take it past the scan limit, so only larger
+            // segments are measured.
+            if size <= FLAT_LIMIT {
+                continue;
+            }
+            let mut added = 0usize;
+            c.bench_function(&format!("index/insert/{size} points ({way})"), |b| {
+                b.iter_batched(
+                    || {
+                        added += 1;
+                        added
+                    },
+                    |n| index.insert((vectors.len() + n) as u64, 0, &vectors[(n * 7919) % size]),
+                    BatchSize::SmallInput,
+                )
+            });
         }
-        // An insert into a scanned segment is an append; inserting many
-        // would also turn it into a graph, so only graphs are measured.
-        if size <= FLAT_LIMIT {
-            continue;
+    }
+    // A story window's search reads several segments: the same points over
+    // nine quarter-window segments of the default 12-hour window, scanned
+    // at a news feed's density, read through their codes at a firehose's.
+    for (size, way) in [(5_000usize, "scanned"), (100_000, "coded")] {
+        let bucket = DAY_MS / 8;
+        let mut window = SegmentedIndex::new(bucket, embedder.dim());
+        for (id, v) in vectors.iter().enumerate().take(size) {
+            window.insert(id as u64, (id % 9) as i64 * bucket, v);
         }
-        let mut added = 0usize;
-        c.bench_function(&format!("index/insert/{size} points"), |b| {
-            b.iter_batched(
-                || {
-                    added += 1;
-                    added
-                },
-                |n| index.insert((vectors.len() + n) as u64, 0, &vectors[(n * 7919) % size]),
-                BatchSize::SmallInput,
-            )
+        let mut probe = 0usize;
+        c.bench_function(&format!("index/search k=20/{size} points in 9 segments ({way})"), |b| {
+            b.iter(|| {
+                probe = (probe + 7919) % size;
+                window.search(black_box(&vectors[probe]), 0, 8 * bucket, 20)
+            })
         });
     }
 }

@@ -1,23 +1,39 @@
-//! The nearest-neighbour index: time-bucketed segments, each searched
-//! exhaustively while it is small and through an HNSW graph (hnsw_rs) once
-//! it grows past [`FLAT_LIMIT`]. A search covers only the segments that
-//! overlap the query's time range; a segment older than the retention is
-//! dropped whole, because hnsw_rs cannot delete points.
+//! The nearest-neighbour index: time-bucketed segments of int8 vectors. A
+//! search covers only the segments that overlap the query's time range; a
+//! segment older than the retention is dropped whole.
 //!
-//! A segment owns its points' vectors, back to back in insertion order
-//! (ascending ids): they are what a scan reads, the engine's only copy of
-//! an exemplar's vector, and what a graph is built from. A segment's graph
-//! grows with it, a little at every insert, so that no insert or search
-//! ever waits for a whole graph to be built: it starts when the segment
-//! passes half of [`FLAT_LIMIT`] and takes two points per point added, so
-//! it holds every point when the segment stops being scanned. The graph
-//! always holds a prefix of the points in insertion order, so a restart,
-//! which inserts the same points in the same order, builds the same graph
-//! and the segment answers as it did before (hnsw_rs seeds its level
-//! generator). A segment that loses points (a deletion, or the oldest
-//! segment as the retention period moves on) drops its graph, which is
-//! built again from the points left when the segment is next searched or
-//! grows: rarely, and only where it is needed.
+//! A search reads a segment in one of three ways, by its size ([`Limits`]):
+//! - **Scanned**, up to [`FLAT_LIMIT`] points: every vector's dot product
+//!   with the query. At a news feed's density a story window holds a few
+//!   thousand exemplars, and a scan of contiguous int8 vectors is exact,
+//!   needs nothing beside the vectors and costs less than any index.
+//! - **Through its codes**, up to [`CODED_LIMIT`] points: every point also
+//!   has a sign code ([`Code`]: the sides of [`CODE_BITS`] fixed
+//!   pseudo-random hyperplanes its vector lies on), 32 bytes where its
+//!   vector is 640. A search reads the codes of every such segment it
+//!   covers, keeps the points whose codes are nearest the query's (at
+//!   least [`RERANKED`], and [`RERANKED_PER_RESULT`] for each result asked
+//!   for, ties included) and ranks those by their exact dot products. A
+//!   firehose's story window is read this way.
+//! - **Through an HNSW graph** (hnsw_rs) past that. A segment's graph
+//!   grows with it, a little at every insert, so that no insert or search
+//!   ever waits for a whole graph to be built: it starts when the segment
+//!   passes half of the coded limit and takes two points per point added,
+//!   so it holds every point when the segment stops being read through its
+//!   codes. The graph always holds a prefix of the points in insertion
+//!   order, so a restart, which inserts the same points in the same order,
+//!   builds the same graph and the segment answers as it did before
+//!   (hnsw_rs seeds its level generator). A segment that loses points (a
+//!   deletion, or the oldest segment as the retention period moves on)
+//!   drops its graph, which is built again from the points left when the
+//!   segment is next searched or grows: rarely, and only where it is
+//!   needed.
+//!
+//! A segment owns its points' vectors and codes, back to back in insertion
+//! order (ascending ids): they are what a search reads, the engine's only
+//! copy of an exemplar's vector, and what a graph is built from. Codes
+//! depend on the vector alone, so scans and codes answer from the points
+//! present, whatever the order they came in.
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
@@ -27,7 +43,9 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use hnsw_rs::prelude::{Distance, Hnsw};
 
 use super::types::Millis;
-use super::vector::{DOT_OF_COSINE_ONE, cosine_i8, cosine_of_dot, dots_i8};
+use super::vector::{
+    CODE_BITS, CODE_WORDS, Code, DOT_OF_COSINE_ONE, cosine_i8, cosine_of_dot, dots_i8, dots_i8_of, hamming_distances,
+};
 
 /// Graph degree (hnsw_rs `max_nb_connection`).
 const MAX_CONNECTIONS: usize = 16;
@@ -37,19 +55,45 @@ const EF_CONSTRUCTION: usize = 64;
 const EF_SEARCH: usize = 64;
 /// Layers.
 const MAX_LAYERS: usize = 16;
-/// Segments of up to this many points are scanned rather than searched
-/// through a graph: at the sizes a story window holds in a news feed, a
-/// scan of contiguous int8 vectors is exact, needs no graph memory and
-/// costs less than a graph's search plus insert (docs/performance.md).
+/// Segments of up to this many points are scanned (docs/performance.md).
 pub const FLAT_LIMIT: usize = 8192;
-/// A segment starts its graph when it holds more points than this.
-const GRAPH_START: usize = FLAT_LIMIT / 2;
-/// Points a segment of `len` points has in its graph: none up to
-/// [`GRAPH_START`], then two more for every point added, every point from
-/// [`FLAT_LIMIT`] on.
-fn graphed_points(len: usize) -> usize {
-    len.saturating_sub(GRAPH_START).saturating_mul(2).min(len)
+/// Segments of up to this many points are read through their codes, larger
+/// ones through a graph (docs/performance.md).
+pub const CODED_LIMIT: usize = 1 << 20;
+/// The fewest points whose codes are nearest the query's that a search of
+/// coded segments ranks by their dot products.
+pub const RERANKED: usize = 1024;
+/// And the points it ranks for each result asked for, if more.
+pub const RERANKED_PER_RESULT: usize = 16;
+
+/// Codes tested at once for whether a search keeps any of them.
+const KEEP_TEST_BLOCK: usize = 32;
+
+/// The segment sizes past which a search reads a segment another way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Segments of up to this many points are scanned.
+    pub scanned: usize,
+    /// Larger ones of up to this many points are read through their codes;
+    /// larger still, through a graph.
+    pub coded: usize,
 }
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { scanned: FLAT_LIMIT, coded: CODED_LIMIT }
+    }
+}
+
+impl Limits {
+    /// Points a segment of `len` points has in its graph: none up to half
+    /// the coded limit, then two more for every point added, every point
+    /// once the segment is past the coded limit.
+    fn graphed_points(self, len: usize) -> usize {
+        len.saturating_sub(self.coded / 2).saturating_mul(2).min(len)
+    }
+}
+
 /// A segment's vectors grow by an eighth of their number (at least this
 /// many points) at a time: little unused capacity in segments that stopped
 /// growing, few copies in those that grow.
@@ -74,6 +118,51 @@ fn kth_largest(values: &[i32], k: usize) -> i32 {
     largest.peek().map_or(i32::MIN, |least| least.0)
 }
 
+/// The least distance within which at least `keep` of `distances` lie
+/// (every one of them when there are fewer): one pass counting each
+/// distance, a code having [`CODE_BITS`] bits, in four tables taken in
+/// turn (neighbouring distances are often equal, and one table would make
+/// each count wait for the one before).
+fn distance_keeping(distances: &[u16], keep: usize) -> u16 {
+    let mut tables = [[0u32; CODE_BITS + 1]; 4];
+    let mut quads = distances.chunks_exact(4);
+    for quad in quads.by_ref() {
+        for (table, &distance) in tables.iter_mut().zip(quad) {
+            if let Some(count) = table.get_mut(usize::from(distance)) {
+                *count += 1;
+            }
+        }
+    }
+    for (table, &distance) in tables.iter_mut().zip(quads.remainder()) {
+        if let Some(count) = table.get_mut(usize::from(distance)) {
+            *count += 1;
+        }
+    }
+    let mut total = 0usize;
+    for distance in 0..=CODE_BITS {
+        total += tables.iter().filter_map(|table| table.get(distance)).map(|&count| count as usize).sum::<usize>();
+        if total >= keep {
+            return u16::try_from(distance).unwrap_or(u16::MAX);
+        }
+    }
+    u16::MAX
+}
+
+/// The hyperplanes of the codes of `dim`-dimensional vectors: [`CODE_BITS`]
+/// rows of `dim` values of ±1, from a fixed seed, so that every index of a
+/// dimension has the same ones.
+fn hyperplanes(dim: usize) -> Vec<i8> {
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..CODE_BITS * dim)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if state >> 63 == 0 { 1 } else { -1 }
+        })
+        .collect()
+}
+
 /// `1 - cosine` of quantized unit vectors, clamped at zero: quantization can
 /// push the cosine of two equal vectors past 1, which must not make a
 /// negative distance.
@@ -95,6 +184,8 @@ struct Segment {
     ids: Vec<u64>,
     /// Their vectors, `dim` values each, in the order of `ids`.
     vectors: Vec<i8>,
+    /// Their codes, in the order of `ids`.
+    codes: Vec<Code>,
     /// The graph of the first `graphed` points, once the segment is large
     /// enough to have one (`graphed` is locked while points go in, so two
     /// searches never insert the same point).
@@ -103,16 +194,12 @@ struct Segment {
 }
 
 impl Segment {
-    fn is_scanned(&self) -> bool {
-        self.ids.len() <= FLAT_LIMIT
-    }
-
     /// The segment's graph, with at least the first `target` points in
     /// it (inserted in order now if they are not).
-    fn graph_of(&self, target: usize, dim: usize) -> &Graph {
-        let graph = self
-            .graph
-            .get_or_init(|| Box::new(Hnsw::new(MAX_CONNECTIONS, FLAT_LIMIT, MAX_LAYERS, EF_CONSTRUCTION, UnitCosine)));
+    fn graph_of(&self, target: usize, dim: usize, limits: Limits) -> &Graph {
+        let graph = self.graph.get_or_init(|| {
+            Box::new(Hnsw::new(MAX_CONNECTIONS, limits.coded, MAX_LAYERS, EF_CONSTRUCTION, UnitCosine))
+        });
         let mut graphed = self.graphed.lock().unwrap_or_else(PoisonError::into_inner);
         if *graphed < target {
             for (id, v) in self.ids.iter().zip(self.vectors.chunks_exact(dim)).take(target).skip(*graphed) {
@@ -125,22 +212,25 @@ impl Segment {
 
     /// Inserts into the graph the points it should have at the segment's
     /// size.
-    fn grow_graph(&mut self, dim: usize) {
-        let target = graphed_points(self.ids.len());
+    fn grow_graph(&mut self, dim: usize, limits: Limits) {
+        let target = limits.graphed_points(self.ids.len());
         if target > 0 {
-            self.graph_of(target, dim);
+            self.graph_of(target, dim, limits);
         }
     }
 
     /// Appends a point whose id is above every id in the segment; `vector`
-    /// has `dim` values.
-    fn push(&mut self, id: u64, vector: &[i8], dim: usize) {
+    /// has `dim` values, and `code` is its code.
+    fn push(&mut self, id: u64, vector: &[i8], code: Code, dim: usize, limits: Limits) {
         if self.vectors.capacity() - self.vectors.len() < dim {
-            self.vectors.reserve_exact((self.ids.len() / 8).max(MIN_GROWTH) * dim);
+            let more = (self.ids.len() / 8).max(MIN_GROWTH);
+            self.vectors.reserve_exact(more * dim);
+            self.codes.reserve_exact(more);
         }
         self.ids.push(id);
         self.vectors.extend_from_slice(vector);
-        self.grow_graph(dim);
+        self.codes.push(code);
+        self.grow_graph(dim, limits);
     }
 
     /// Removes the points of `ids` (ascending). A graph, which cannot lose
@@ -155,29 +245,36 @@ impl Segment {
         let rows = self.vectors.chunks_exact(dim).zip(&keep).filter(|(_, kept)| **kept);
         self.vectors = rows.flat_map(|(row, _)| row.iter().copied()).collect();
         let mut kept = keep.iter();
+        self.codes.retain(|_| kept.next().copied().unwrap_or(true));
+        let mut kept = keep.iter();
         self.ids.retain(|_| kept.next().copied().unwrap_or(true));
         (self.graph, self.graphed) = (OnceLock::new(), Mutex::new(0));
     }
 
     fn vector(&self, id: u64, dim: usize) -> Option<&[i8]> {
         let row = self.ids.binary_search(&id).ok()?;
+        self.row(row, dim)
+    }
+
+    fn row(&self, row: usize, dim: usize) -> Option<&[i8]> {
         self.vectors.get(row * dim..(row + 1) * dim)
     }
 
     /// The `k` best (id, cosine) of this segment's graph of every point.
-    fn search_graph(&self, query: &[i8], k: usize, dim: usize) -> impl Iterator<Item = (u64, f32)> {
-        let graph = self.graph_of(self.ids.len(), dim);
+    fn search_graph(&self, query: &[i8], k: usize, dim: usize, limits: Limits) -> impl Iterator<Item = (u64, f32)> {
+        let graph = self.graph_of(self.ids.len(), dim, limits);
         graph.search(query, k, EF_SEARCH.max(k)).into_iter().map(|n| (n.d_id as u64, 1.0 - n.distance))
     }
 }
 
-/// How a search reads a segment past [`FLAT_LIMIT`].
+/// How a search reads a segment past the scan limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Search {
-    /// Through its graph (approximate).
+    /// Through its codes or its graph, as its size says (approximate).
     #[default]
-    Graph,
-    /// By scanning every point (exact), to measure what the graph misses.
+    Approximate,
+    /// By scanning every point (exact), to measure what the codes and the
+    /// graphs miss.
     Scan,
 }
 
@@ -191,6 +288,9 @@ fn best_first(a: &(u64, f32), b: &(u64, f32)) -> std::cmp::Ordering {
 pub struct SegmentedIndex {
     bucket_ms: Millis,
     dim: usize,
+    limits: Limits,
+    /// The codes' hyperplanes ([`hyperplanes`]).
+    planes: Vec<i8>,
     segments: BTreeMap<Millis, Segment>,
 }
 
@@ -199,6 +299,7 @@ impl std::fmt::Debug for SegmentedIndex {
         f.debug_struct("SegmentedIndex")
             .field("bucket_ms", &self.bucket_ms)
             .field("dim", &self.dim)
+            .field("limits", &self.limits)
             .field("segments", &self.segments.len())
             .field("points", &self.len())
             .finish()
@@ -209,7 +310,15 @@ impl SegmentedIndex {
     /// An empty index of `dim`-dimensional vectors whose segments each
     /// cover `bucket_ms` of event time.
     pub fn new(bucket_ms: Millis, dim: usize) -> Self {
-        Self { bucket_ms: bucket_ms.max(1), dim: dim.max(1), segments: BTreeMap::new() }
+        Self::with_limits(bucket_ms, dim, Limits::default())
+    }
+
+    /// [`Self::new`], reading segments by other size limits (a coded limit
+    /// below the scan limit is the scan limit).
+    pub fn with_limits(bucket_ms: Millis, dim: usize, limits: Limits) -> Self {
+        let dim = dim.max(1);
+        let limits = Limits { coded: limits.coded.max(limits.scanned), ..limits };
+        Self { bucket_ms: bucket_ms.max(1), dim, limits, planes: hyperplanes(dim), segments: BTreeMap::new() }
     }
 
     fn bucket(&self, time: Millis) -> Millis {
@@ -227,13 +336,28 @@ impl SegmentedIndex {
         }
     }
 
+    /// The code of a vector of the index's dimension: bit `i` is set when
+    /// its dot product with hyperplane `i` is positive.
+    fn code(&self, vector: &[i8]) -> Code {
+        let mut sides = Vec::with_capacity(CODE_BITS);
+        dots_i8(vector, &self.planes, &mut sides);
+        let mut code = [0u64; CODE_WORDS];
+        for (bit, _) in sides.iter().enumerate().filter(|&(_, &side)| side > 0) {
+            if let Some(word) = code.get_mut(bit / 64) {
+                *word |= 1 << (bit % 64);
+            }
+        }
+        code
+    }
+
     /// Adds point `id`, above every id inserted before, with quantized unit
     /// vector `vector` at event time `time`. A vector of another dimension
     /// is cut or padded with zeros to the index's.
     pub fn insert(&mut self, id: u64, time: Millis, vector: &[i8]) {
         let vector = self.fitted(vector);
-        let (bucket, dim) = (self.bucket(time), self.dim);
-        self.segments.entry(bucket).or_default().push(id, &vector, dim);
+        let code = self.code(&vector);
+        let (bucket, dim, limits) = (self.bucket(time), self.dim, self.limits);
+        self.segments.entry(bucket).or_default().push(id, &vector, code, dim, limits);
     }
 
     /// The vector of point `id`, inserted at event time `time`.
@@ -249,12 +373,13 @@ impl SegmentedIndex {
     /// that overlap `[from, to]`, as (id, cosine), best first. A vector of
     /// another dimension is cut or padded with zeros to the index's.
     ///
-    /// The scanned segments are read back to back and their k-th best dot
-    /// product is found once, among plain integers: only the points that
-    /// reach it (ties included) become candidates, and so do all whose
-    /// cosine rounds up to 1, which are ordered by id alone.
+    /// The dot products of the scanned segments' points, and of the points
+    /// the coded segments' codes keep, are gathered and their k-th best is
+    /// found once, among plain integers: only the points that reach it
+    /// (ties included) become candidates, and so do all whose cosine rounds
+    /// up to 1, which are ordered by id alone.
     pub fn search(&self, vector: &[i8], from: Millis, to: Millis, k: usize) -> Vec<(u64, f32)> {
-        self.search_by(vector, from, to, k, Search::Graph)
+        self.search_by(vector, from, to, k, Search::Approximate)
     }
 
     /// [`Self::search`], reading the segments past the scan limit `how`.
@@ -265,16 +390,25 @@ impl SegmentedIndex {
         let vector = self.fitted(vector);
         let vector = vector.as_ref();
         let mut found: Vec<(u64, f32)> = Vec::new();
-        let mut scanned: Vec<&Segment> = Vec::new();
+        let (mut scanned, mut coded): (Vec<&Segment>, Vec<&Segment>) = (Vec::new(), Vec::new());
         let mut dots: Vec<i32> = Vec::new();
+        let mut distances: Vec<u16> = Vec::new();
+        let mut query_code: Option<Code> = None;
         for segment in self.overlapping(from, to) {
-            if segment.is_scanned() || how == Search::Scan {
+            let len = segment.ids.len();
+            if len <= self.limits.scanned || how == Search::Scan {
                 dots_i8(vector, &segment.vectors, &mut dots);
                 scanned.push(segment);
+            } else if len <= self.limits.coded {
+                let query_code = query_code.get_or_insert_with(|| self.code(vector));
+                hamming_distances(query_code, &segment.codes, &mut distances);
+                coded.push(segment);
             } else {
-                found.extend(segment.search_graph(vector, k, self.dim));
+                found.extend(segment.search_graph(vector, k, self.dim, self.limits));
             }
         }
+        let picked = self.nearest_codes(vector, &coded, &distances, k);
+        dots.extend(picked.iter().map(|&(_, dot)| dot));
         let floor = kth_largest(&dots, k).min(DOT_OF_COSINE_ONE);
         let mut rest = dots.as_slice();
         for segment in scanned {
@@ -283,9 +417,44 @@ impl SegmentedIndex {
             let reached = segment.ids.iter().zip(dots).filter(|&(_, &dot)| dot >= floor);
             found.extend(reached.map(|(&id, &dot)| (id, cosine_of_dot(dot).min(1.0))));
         }
+        let reached = picked.into_iter().filter(|&(_, dot)| dot >= floor);
+        found.extend(reached.map(|(id, dot)| (id, cosine_of_dot(dot).min(1.0))));
         found.sort_by(best_first);
         found.truncate(k);
         found
+    }
+
+    /// The points of the `coded` segments, whose codes are at `distances`
+    /// from the query's (segment after segment), nearest enough to be
+    /// ranked for `k` results, with their dot products with `vector`.
+    fn nearest_codes(&self, vector: &[i8], coded: &[&Segment], distances: &[u16], k: usize) -> Vec<(u64, i32)> {
+        if coded.is_empty() {
+            return Vec::new();
+        }
+        let within = distance_keeping(distances, RERANKED.max(k.saturating_mul(RERANKED_PER_RESULT)));
+        let (mut ids, mut rows): (Vec<u64>, Vec<&[i8]>) = (Vec::new(), Vec::new());
+        let mut rest = distances;
+        for segment in coded {
+            let (mine, after) = rest.split_at(segment.ids.len().min(rest.len()));
+            rest = after;
+            // Few codes are kept: a block of them is first tested whole,
+            // without a branch per code.
+            for (block, distances) in mine.chunks(KEEP_TEST_BLOCK).enumerate() {
+                if !distances.iter().fold(false, |any, &distance| any | (distance <= within)) {
+                    continue;
+                }
+                for (offset, _) in distances.iter().enumerate().filter(|&(_, &distance)| distance <= within) {
+                    let row = block * KEEP_TEST_BLOCK + offset;
+                    if let (Some(&id), Some(values)) = (segment.ids.get(row), segment.row(row, self.dim)) {
+                        ids.push(id);
+                        rows.push(values);
+                    }
+                }
+            }
+        }
+        let mut dots = Vec::new();
+        dots_i8_of(vector, &rows, &mut dots);
+        ids.into_iter().zip(dots).collect()
     }
 
     /// Removes points, each given with the event time it was inserted at.
@@ -394,8 +563,14 @@ mod tests {
 
     #[test]
     fn removed_points_leave_as_if_they_had_never_come() {
-        let mut index = SegmentedIndex::new(DAY_MS, 16);
-        let mut fresh = SegmentedIndex::new(DAY_MS, 16);
+        for limits in [Limits::default(), CODED] {
+            removed_points_leave(limits);
+        }
+    }
+
+    fn removed_points_leave(limits: Limits) {
+        let mut index = SegmentedIndex::with_limits(DAY_MS, 16, limits);
+        let mut fresh = SegmentedIndex::with_limits(DAY_MS, 16, limits);
         for id in 0..600u64 {
             index.insert(id, (id as Millis % 3) * DAY_MS, &unit(id, 16));
             if id % 5 != 0 {
@@ -415,10 +590,14 @@ mod tests {
         assert!(index.is_empty() && index.segments.is_empty(), "empty segments go");
     }
 
+    /// Limits that make graphs of a few thousand points.
+    const GRAPHED: Limits = Limits { scanned: 256, coded: 2048 };
+
     #[test]
     fn a_large_segment_that_loses_a_point_builds_the_graph_a_restart_would() {
-        let n = FLAT_LIMIT as u64 + 200;
-        let (mut kept, mut restarted) = (SegmentedIndex::new(DAY_MS, 8), SegmentedIndex::new(DAY_MS, 8));
+        let n = GRAPHED.coded as u64 + 200;
+        let index = || SegmentedIndex::with_limits(DAY_MS, 8, GRAPHED);
+        let (mut kept, mut restarted) = (index(), index());
         for id in 0..n {
             kept.insert(id, 0, &unit(id, 8));
             if id != 42 {
@@ -428,10 +607,68 @@ mod tests {
         kept.remove(&[(42, 0)]);
         let segment = kept.segments.values().next().expect("one segment");
         assert!(segment.graph.get().is_none(), "the graph waits for the next search");
-        for probe in [7u64, 4321, n + 99] {
+        for probe in [7u64, 1234, n + 99] {
             let query = unit(probe, 8);
             assert_eq!(kept.search(&query, 0, 0, 10), restarted.search(&query, 0, 0, 10));
         }
+    }
+
+    /// Limits that read segments of more than 64 points through their
+    /// codes.
+    const CODED: Limits = Limits { scanned: 64, coded: CODED_LIMIT };
+
+    #[test]
+    fn points_are_ranked_exactly_once_their_codes_keep_them() {
+        // Fewer points than a search ranks: every one is kept, and the
+        // answer is the scan's, ties by id included.
+        let mut index = SegmentedIndex::with_limits(DAY_MS, 16, CODED);
+        for id in 0..RERANKED as u64 - 1 {
+            let vector = if id % 67 == 3 { unit(5, 16) } else { unit(id, 16) };
+            index.insert(id, 0, &vector);
+        }
+        for (probe, k) in [(5u64, 20), (99_999, 20), (99_999, 1)] {
+            let query = unit(probe, 16);
+            assert_eq!(index.search(&query, 0, 0, k), index.search_by(&query, 0, 0, k, Search::Scan));
+        }
+    }
+
+    #[test]
+    fn coded_segments_find_the_nearest_points_among_many() {
+        let n = 40 * RERANKED as u64;
+        let mut index = SegmentedIndex::with_limits(DAY_MS / 4, 32, CODED);
+        for id in 0..n {
+            index.insert(id, (id as Millis % 4) * DAY_MS / 4, &unit(id, 32));
+        }
+        let (mut found, mut asked) = (0, 0);
+        for probe in (0..n).step_by(997) {
+            // A point near a stored one: the stored one first.
+            let mut near: Vec<f32> = unit(probe, 32)
+                .iter()
+                .zip(unit(probe + n, 32))
+                .map(|(&a, b)| 4.0 * f32::from(a) + f32::from(b))
+                .collect();
+            normalize_l2(&mut near);
+            let query = QuantizedVector::new(&near).values().to_vec();
+            let (coded, exact) =
+                (index.search(&query, 0, DAY_MS, 10), index.search_by(&query, 0, DAY_MS, 10, Search::Scan));
+            assert_eq!(coded.first().map(|hit| hit.0), Some(probe));
+            for (id, cos) in &coded {
+                assert_eq!(*cos, cosine_i8(&query, &unit(*id, 32)).min(1.0), "exact cosines");
+            }
+            found += coded.iter().filter(|hit| exact.contains(hit)).count();
+            asked += exact.len();
+        }
+        assert!(found as f32 >= 0.95 * asked as f32, "{found} of the exact scan's {asked} nearest");
+    }
+
+    #[test]
+    fn the_distance_keeping_some_points_counts_ties_in() {
+        assert_eq!(distance_keeping(&[7, 3, 3, 9, 0], 1), 0);
+        assert_eq!(distance_keeping(&[7, 3, 3, 9, 0], 2), 3);
+        assert_eq!(distance_keeping(&[7, 3, 3, 9, 0], 3), 3);
+        assert_eq!(distance_keeping(&[7, 3, 3, 9, 0], 4), 7);
+        assert_eq!(distance_keeping(&[7, 3, 3, 9, 0], 6), u16::MAX, "fewer than asked: all of them");
+        assert_eq!(distance_keeping(&[CODE_BITS as u16], 1), CODE_BITS as u16);
     }
 
     #[test]
@@ -498,28 +735,28 @@ mod tests {
 
     #[test]
     fn a_segment_grows_its_graph_a_little_at_every_insert_into_the_graph_built_in_one_go() {
-        let n = FLAT_LIMIT as u64 + 300;
-        let mut index = SegmentedIndex::new(DAY_MS, 8);
+        let n = GRAPHED.coded as u64 + 300;
+        let mut index = SegmentedIndex::with_limits(DAY_MS, 8, GRAPHED);
         let mut before = 0;
         for id in 0..n {
             index.insert(id, 0, &unit(id, 8));
             let segment = index.segments.values().next().expect("one segment");
             let graphed = *segment.graphed.lock().expect("graphed");
             assert!(graphed <= before + 2, "at most two graph inserts per insert");
-            assert_eq!(graphed, graphed_points(segment.ids.len()));
+            assert_eq!(graphed, GRAPHED.graphed_points(segment.ids.len()));
             before = graphed;
-            if segment.ids.len() == GRAPH_START {
+            if segment.ids.len() == GRAPHED.coded / 2 {
                 assert!(segment.graph.get().is_none(), "no graph while the segment is small");
             }
-            if segment.ids.len() == FLAT_LIMIT + 1 {
+            if segment.ids.len() == GRAPHED.coded + 1 {
                 assert_eq!(graphed, segment.ids.len(), "every point is in the graph once it is searched");
             }
         }
-        let whole = Hnsw::new(MAX_CONNECTIONS, FLAT_LIMIT, MAX_LAYERS, EF_CONSTRUCTION, UnitCosine);
+        let whole = Hnsw::new(MAX_CONNECTIONS, GRAPHED.coded, MAX_LAYERS, EF_CONSTRUCTION, UnitCosine);
         for id in 0..n {
             whole.insert_slice((unit(id, 8).as_slice(), id as usize));
         }
-        for probe in [5u64, 4321, n - 1] {
+        for probe in [5u64, 1234, n - 1] {
             assert_eq!(index.search(&unit(probe, 8), 0, 0, 1)[0].0, probe);
             let query = unit(probe + 50_000, 8);
             let mut one_go: Vec<(u64, f32)> =

@@ -182,7 +182,7 @@ pub struct EvalArgs {
     #[arg(long = "squeeze-hours", value_name = "HOURS", value_parser = crate::eval::parse_squeeze_hours)]
     pub squeeze: Option<Millis>,
     /// Take every decision through the index a second time with every
-    /// segment scanned exactly, and report how often the graphs' decision
+    /// segment scanned exactly, and report how often the index's decision
     /// was the same (twice the cost).
     #[arg(long)]
     pub check_against_scan: bool,

@@ -123,7 +123,8 @@ pub struct Engine {
     scan_check: Option<ScanCheck>,
 }
 
-/// How often the index's graphs gave the decision an exact scan gives.
+/// How often the index's approximate reads (codes, graphs) gave the decision an
+/// exact scan gives.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ScanCheck {
     /// Decisions taken through the index.
@@ -204,7 +205,7 @@ impl Engine {
 
     /// What the decision reads.
     fn decision_view(&self) -> View<'_> {
-        self.view_searching(Search::Graph)
+        self.view_searching(Search::Approximate)
     }
 
     /// What the decision reads, with the index searched `search`.
