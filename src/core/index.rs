@@ -7,10 +7,13 @@
 //!   with the query. At a news feed's density a story window holds a few
 //!   thousand exemplars, and a scan of contiguous int8 vectors is exact,
 //!   needs nothing beside the vectors and costs less than any index.
-//! - **Through its codes**, up to [`CODED_LIMIT`] points: every point also
-//!   has a sign code ([`Code`]: the sides of [`CODE_BITS`] fixed
+//! - **Through its codes**, up to [`CODED_LIMIT`] points: every point
+//!   then has a sign code ([`Code`]: the sides of [`CODE_BITS`] fixed
 //!   pseudo-random hyperplanes its vector lies on), 32 bytes where its
-//!   vector is 640. A search reads the codes of every such segment it
+//!   vector is 640. A segment codes its points as it grows, from half the
+//!   scan limit on, two per point added, so that every point has its code
+//!   when the segment stops being scanned, and the segments of a news
+//!   feed's density have none. A search reads the codes of every such segment it
 //!   covers, keeps the points whose codes are nearest the query's (at
 //!   least [`RERANKED`], and [`RERANKED_PER_RESULT`] for each result asked
 //!   for, ties included) and ranks those by their exact dot products. A
@@ -92,6 +95,12 @@ impl Limits {
     fn graphed_points(self, len: usize) -> usize {
         len.saturating_sub(self.coded / 2).saturating_mul(2).min(len)
     }
+
+    /// Points a segment of `len` points has codes for, the same way: none
+    /// up to half the scan limit, every point past it.
+    fn coded_points(self, len: usize) -> usize {
+        len.saturating_sub(self.scanned / 2).saturating_mul(2).min(len)
+    }
 }
 
 /// A segment's vectors grow by an eighth of their number (at least this
@@ -119,33 +128,31 @@ fn kth_largest(values: &[i32], k: usize) -> i32 {
 }
 
 /// The least distance within which at least `keep` of `distances` lie
-/// (every one of them when there are fewer): one pass counting each
-/// distance, a code having [`CODE_BITS`] bits, in four tables taken in
-/// turn (neighbouring distances are often equal, and one table would make
-/// each count wait for the one before).
+/// (every one of them when there are fewer), found by halving the range of
+/// distances: each step counts the distances within one bound in a pass
+/// the compiler vectorises, far less work than a table of counts, whose
+/// every increment waits for memory.
 fn distance_keeping(distances: &[u16], keep: usize) -> u16 {
-    let mut tables = [[0u32; CODE_BITS + 1]; 4];
-    let mut quads = distances.chunks_exact(4);
-    for quad in quads.by_ref() {
-        for (table, &distance) in tables.iter_mut().zip(quad) {
-            if let Some(count) = table.get_mut(usize::from(distance)) {
-                *count += 1;
-            }
+    if distances.len() < keep {
+        return u16::MAX;
+    }
+    let (mut low, mut high) = (0u16, CODE_BITS as u16);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if count_within(distances, middle) >= keep {
+            high = middle;
+        } else {
+            low = middle + 1;
         }
     }
-    for (table, &distance) in tables.iter_mut().zip(quads.remainder()) {
-        if let Some(count) = table.get_mut(usize::from(distance)) {
-            *count += 1;
-        }
-    }
-    let mut total = 0usize;
-    for distance in 0..=CODE_BITS {
-        total += tables.iter().filter_map(|table| table.get(distance)).map(|&count| count as usize).sum::<usize>();
-        if total >= keep {
-            return u16::try_from(distance).unwrap_or(u16::MAX);
-        }
-    }
-    u16::MAX
+    high
+}
+
+/// How many of `distances` are at most `bound`: counted in 16-bit lanes,
+/// a block of at most `u16::MAX` distances at a time.
+fn count_within(distances: &[u16], bound: u16) -> usize {
+    let block = |block: &[u16]| usize::from(block.iter().fold(0u16, |count, &d| count + u16::from(d <= bound)));
+    distances.chunks(usize::from(u16::MAX)).map(block).sum()
 }
 
 /// The hyperplanes of the codes of `dim`-dimensional vectors: [`CODE_BITS`]
@@ -161,6 +168,20 @@ fn hyperplanes(dim: usize) -> Vec<i8> {
             if state >> 63 == 0 { 1 } else { -1 }
         })
         .collect()
+}
+
+/// The code of a vector, of the dimension of `planes` ([`hyperplanes`]):
+/// bit `i` is set when its dot product with hyperplane `i` is positive.
+fn code_of(vector: &[i8], planes: &[i8]) -> Code {
+    let mut sides = Vec::with_capacity(CODE_BITS);
+    dots_i8(vector, planes, &mut sides);
+    let mut code = [0u64; CODE_WORDS];
+    for (bit, _) in sides.iter().enumerate().filter(|&(_, &side)| side > 0) {
+        if let Some(word) = code.get_mut(bit / 64) {
+            *word |= 1 << (bit % 64);
+        }
+    }
+    code
 }
 
 /// `1 - cosine` of quantized unit vectors, clamped at zero: quantization can
@@ -184,7 +205,8 @@ struct Segment {
     ids: Vec<u64>,
     /// Their vectors, `dim` values each, in the order of `ids`.
     vectors: Vec<i8>,
-    /// Their codes, in the order of `ids`.
+    /// The codes of the first points, in the order of `ids`: at least
+    /// [`Limits::coded_points`] of them.
     codes: Vec<Code>,
     /// The graph of the first `graphed` points, once the segment is large
     /// enough to have one (`graphed` is locked while points go in, so two
@@ -220,16 +242,22 @@ impl Segment {
     }
 
     /// Appends a point whose id is above every id in the segment; `vector`
-    /// has `dim` values, and `code` is its code.
-    fn push(&mut self, id: u64, vector: &[i8], code: Code, dim: usize, limits: Limits) {
+    /// has `dim` values. Codes the points the segment's size asks for
+    /// (`planes`: [`hyperplanes`]); removals never leave more than two to
+    /// code.
+    fn push(&mut self, id: u64, vector: &[i8], planes: &[i8], dim: usize, limits: Limits) {
         if self.vectors.capacity() - self.vectors.len() < dim {
             let more = (self.ids.len() / 8).max(MIN_GROWTH);
             self.vectors.reserve_exact(more * dim);
-            self.codes.reserve_exact(more);
         }
         self.ids.push(id);
         self.vectors.extend_from_slice(vector);
-        self.codes.push(code);
+        let target = limits.coded_points(self.ids.len());
+        while self.codes.len() < target {
+            let Some(row) = self.row(self.codes.len(), dim) else { break };
+            let code = code_of(row, planes);
+            self.codes.push(code);
+        }
         self.grow_graph(dim, limits);
     }
 
@@ -336,28 +364,13 @@ impl SegmentedIndex {
         }
     }
 
-    /// The code of a vector of the index's dimension: bit `i` is set when
-    /// its dot product with hyperplane `i` is positive.
-    fn code(&self, vector: &[i8]) -> Code {
-        let mut sides = Vec::with_capacity(CODE_BITS);
-        dots_i8(vector, &self.planes, &mut sides);
-        let mut code = [0u64; CODE_WORDS];
-        for (bit, _) in sides.iter().enumerate().filter(|&(_, &side)| side > 0) {
-            if let Some(word) = code.get_mut(bit / 64) {
-                *word |= 1 << (bit % 64);
-            }
-        }
-        code
-    }
-
     /// Adds point `id`, above every id inserted before, with quantized unit
     /// vector `vector` at event time `time`. A vector of another dimension
     /// is cut or padded with zeros to the index's.
     pub fn insert(&mut self, id: u64, time: Millis, vector: &[i8]) {
         let vector = self.fitted(vector);
-        let code = self.code(&vector);
         let (bucket, dim, limits) = (self.bucket(time), self.dim, self.limits);
-        self.segments.entry(bucket).or_default().push(id, &vector, code, dim, limits);
+        self.segments.entry(bucket).or_default().push(id, &vector, &self.planes, dim, limits);
     }
 
     /// The vector of point `id`, inserted at event time `time`.
@@ -400,7 +413,7 @@ impl SegmentedIndex {
                 dots_i8(vector, &segment.vectors, &mut dots);
                 scanned.push(segment);
             } else if len <= self.limits.coded {
-                let query_code = query_code.get_or_insert_with(|| self.code(vector));
+                let query_code = query_code.get_or_insert_with(|| code_of(vector, &self.planes));
                 hamming_distances(query_code, &segment.codes, &mut distances);
                 coded.push(segment);
             } else {
@@ -435,7 +448,7 @@ impl SegmentedIndex {
         let (mut ids, mut rows): (Vec<u64>, Vec<&[i8]>) = (Vec::new(), Vec::new());
         let mut rest = distances;
         for segment in coded {
-            let (mine, after) = rest.split_at(segment.ids.len().min(rest.len()));
+            let (mine, after) = rest.split_at(segment.codes.len().min(rest.len()));
             rest = after;
             // Few codes are kept: a block of them is first tested whole,
             // without a branch per code.
@@ -618,6 +631,31 @@ mod tests {
     const CODED: Limits = Limits { scanned: 64, coded: CODED_LIMIT };
 
     #[test]
+    fn a_segment_codes_its_points_from_half_the_scan_limit_on() {
+        let mut index = SegmentedIndex::with_limits(DAY_MS, 16, CODED);
+        let codes = |index: &SegmentedIndex| index.segments.values().map(|s| s.codes.len()).sum::<usize>();
+        for id in 0..32u64 {
+            index.insert(id, 0, &unit(id, 16));
+        }
+        assert_eq!(codes(&index), 0, "a feed's segments have none");
+        index.insert(32, 0, &unit(32, 16));
+        assert_eq!(codes(&index), 2);
+        for id in 33..64u64 {
+            index.insert(id, 0, &unit(id, 16));
+        }
+        assert_eq!(codes(&index), 64, "every point at the scan limit");
+        index.remove(&(20..40u64).map(|id| (id, 0)).collect::<Vec<_>>());
+        for id in 64..90u64 {
+            index.insert(id, 0, &unit(id, 16));
+        }
+        let segment = &index.segments[&0];
+        assert_eq!(segment.codes.len(), segment.ids.len());
+        for (row, code) in segment.codes.iter().enumerate() {
+            assert_eq!(*code, code_of(segment.row(row, 16).unwrap_or_default(), &index.planes), "row {row}");
+        }
+    }
+
+    #[test]
     fn points_are_ranked_exactly_once_their_codes_keep_them() {
         // Fewer points than a search ranks: every one is kept, and the
         // answer is the scan's, ties by id included.
@@ -669,6 +707,13 @@ mod tests {
         assert_eq!(distance_keeping(&[7, 3, 3, 9, 0], 4), 7);
         assert_eq!(distance_keeping(&[7, 3, 3, 9, 0], 6), u16::MAX, "fewer than asked: all of them");
         assert_eq!(distance_keeping(&[CODE_BITS as u16], 1), CODE_BITS as u16);
+        // More distances than one block of 16-bit counts holds.
+        let many: Vec<u16> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u16).collect();
+        let mut sorted = many.clone();
+        sorted.sort_unstable();
+        for keep in [1, 1024, 70_000, 199_999, 200_000] {
+            assert_eq!(distance_keeping(&many, keep), sorted[keep - 1], "keeping {keep}");
+        }
     }
 
     #[test]
