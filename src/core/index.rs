@@ -421,7 +421,7 @@ impl SegmentedIndex {
             }
         }
         let picked = self.nearest_codes(vector, &coded, &distances, k);
-        dots.extend(picked.iter().map(|&(_, dot)| dot));
+        dots.extend(picked.iter().map(|&(_, _, dot)| dot));
         let floor = kth_largest(&dots, k).min(DOT_OF_COSINE_ONE);
         let mut rest = dots.as_slice();
         for segment in scanned {
@@ -430,8 +430,9 @@ impl SegmentedIndex {
             let reached = segment.ids.iter().zip(dots).filter(|&(_, &dot)| dot >= floor);
             found.extend(reached.map(|(&id, &dot)| (id, cosine_of_dot(dot).min(1.0))));
         }
-        let reached = picked.into_iter().filter(|&(_, dot)| dot >= floor);
-        found.extend(reached.map(|(id, dot)| (id, cosine_of_dot(dot).min(1.0))));
+        let reached = picked.into_iter().filter(|&(_, _, dot)| dot >= floor);
+        let ids = reached.filter_map(|(segment, row, dot)| Some((*coded.get(segment)?.ids.get(row)?, dot)));
+        found.extend(ids.map(|(id, dot)| (id, cosine_of_dot(dot).min(1.0))));
         found.sort_by(best_first);
         found.truncate(k);
         found
@@ -439,15 +440,23 @@ impl SegmentedIndex {
 
     /// The points of the `coded` segments, whose codes are at `distances`
     /// from the query's (segment after segment), nearest enough to be
-    /// ranked for `k` results, with their dot products with `vector`.
-    fn nearest_codes(&self, vector: &[i8], coded: &[&Segment], distances: &[u16], k: usize) -> Vec<(u64, i32)> {
+    /// ranked for `k` results, as (segment in `coded`, row) with their dot
+    /// products with `vector`: an id is read only for the few points that
+    /// reach the results' floor.
+    fn nearest_codes(
+        &self,
+        vector: &[i8],
+        coded: &[&Segment],
+        distances: &[u16],
+        k: usize,
+    ) -> Vec<(usize, usize, i32)> {
         if coded.is_empty() {
             return Vec::new();
         }
         let within = distance_keeping(distances, RERANKED.max(k.saturating_mul(RERANKED_PER_RESULT)));
-        let (mut ids, mut rows): (Vec<u64>, Vec<&[i8]>) = (Vec::new(), Vec::new());
+        let (mut places, mut rows): (Vec<(usize, usize)>, Vec<&[i8]>) = (Vec::new(), Vec::new());
         let mut rest = distances;
-        for segment in coded {
+        for (position, segment) in coded.iter().enumerate() {
             let (mine, after) = rest.split_at(segment.codes.len().min(rest.len()));
             rest = after;
             // Few codes are kept: a block of them is first tested whole,
@@ -458,8 +467,8 @@ impl SegmentedIndex {
                 }
                 for (offset, _) in distances.iter().enumerate().filter(|&(_, &distance)| distance <= within) {
                     let row = block * KEEP_TEST_BLOCK + offset;
-                    if let (Some(&id), Some(values)) = (segment.ids.get(row), segment.row(row, self.dim)) {
-                        ids.push(id);
+                    if let Some(values) = segment.row(row, self.dim) {
+                        places.push((position, row));
                         rows.push(values);
                     }
                 }
@@ -467,7 +476,7 @@ impl SegmentedIndex {
         }
         let mut dots = Vec::new();
         dots_i8_of(vector, &rows, &mut dots);
-        ids.into_iter().zip(dots).collect()
+        places.into_iter().zip(dots).map(|((segment, row), dot)| (segment, row, dot)).collect()
     }
 
     /// Removes points, each given with the event time it was inserted at.
