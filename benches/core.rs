@@ -10,6 +10,7 @@
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use headline_dedup::core::embed::{StaticModel, TermStats, embedder_for, normalize_l2};
@@ -134,16 +135,24 @@ fn index(c: &mut Criterion) {
             if size <= FLAT_LIMIT {
                 continue;
             }
-            let mut added = 0usize;
+            // A coded segment gives the points back after each sample and
+            // stays at its size (its inserts are fast: a run adds many); a
+            // graph cannot lose points, and a run adds few.
+            let mut next = vectors.len() as u64;
             c.bench_function(&format!("index/insert/{size} points ({way})"), |b| {
-                b.iter_batched(
-                    || {
-                        added += 1;
-                        added
-                    },
-                    |n| index.insert((vectors.len() + n) as u64, 0, &vectors[(n * 7919) % size]),
-                    BatchSize::SmallInput,
-                )
+                b.iter_custom(|iters| {
+                    let added: Vec<(u64, i64)> = (next..next + iters).map(|id| (id, 0)).collect();
+                    let start = Instant::now();
+                    for &(id, time) in &added {
+                        index.insert(id, time, &vectors[(id as usize * 7919) % size]);
+                    }
+                    let spent = start.elapsed();
+                    next += iters;
+                    if way == "coded" {
+                        index.remove(&added);
+                    }
+                    spent
+                })
             });
         }
     }
