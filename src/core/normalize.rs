@@ -281,7 +281,10 @@ fn tokenize(text: &str) -> (String, u64) {
                 }
                 tokens = tokens.saturating_add(1);
             }
-            out.extend(c.to_lowercase());
+            // A letter whose lower case adds a combining mark ("İ" is "i"
+            // and a dot above) keeps only its letters: the mark would end
+            // the word when the text is normalised again.
+            out.extend(c.to_lowercase().filter(|lower| lower.is_alphanumeric()));
             in_token = true;
         } else if c == '\'' && between_alnum {
             // Joined: the word continues after the apostrophe.
@@ -368,6 +371,12 @@ mod tests {
         );
         assert_eq!(norm("Exclusive: VIDEO - Apple to unveil iWatch"), "apple to unveil iwatch");
         assert_eq!(norm("Report: Ford names CEO"), "ford names ceo");
+    }
+
+    #[test]
+    fn a_capital_whose_lower_case_adds_a_mark_normalises_once_and_for_all() {
+        assert_eq!(norm("İstanbul votes"), "istanbul votes");
+        assert_eq!(norm(&norm("İstanbul votes")), norm("İstanbul votes"));
     }
 
     #[test]
