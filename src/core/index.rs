@@ -13,11 +13,12 @@
 //!   vector is 640. A segment codes its points as it grows, from half the
 //!   scan limit on, two per point added, so that every point has its code
 //!   when the segment stops being scanned, and the segments of a news
-//!   feed's density have none. A search reads the codes of every such segment it
-//!   covers, keeps the points whose codes are nearest the query's (at
-//!   least [`RERANKED`], and [`RERANKED_PER_RESULT`] for each result asked
-//!   for, ties included) and ranks those by their exact dot products. A
-//!   firehose's story window is read this way.
+//!   feed's density have none (nor does their index make the hyperplanes).
+//!   A search reads the codes of every such segment it covers, keeps the
+//!   points whose codes are nearest the query's (at least [`RERANKED`],
+//!   and [`RERANKED_PER_RESULT`] for each result asked for, ties included)
+//!   and ranks those by their exact dot products. A firehose's story
+//!   window is read this way.
 //! - **Through an HNSW graph** (hnsw_rs) past that. A segment's graph
 //!   grows with it, a little at every insert, so that no insert or search
 //!   ever waits for a whole graph to be built: it starts when the segment
@@ -243,19 +244,18 @@ impl Segment {
 
     /// Appends a point whose id is above every id in the segment; `vector`
     /// has `dim` values. Codes the points the segment's size asks for
-    /// (`planes`: [`hyperplanes`]); removals never leave more than two to
-    /// code.
-    fn push(&mut self, id: u64, vector: &[i8], planes: &[i8], dim: usize, limits: Limits) {
+    /// (`planes`: the index's, made when first needed); removals never
+    /// leave more than two to code.
+    fn push(&mut self, id: u64, vector: &[i8], planes: &OnceLock<Vec<i8>>, dim: usize, limits: Limits) {
         if self.vectors.capacity() - self.vectors.len() < dim {
-            let more = (self.ids.len() / 8).max(MIN_GROWTH);
-            self.vectors.reserve_exact(more * dim);
+            self.vectors.reserve_exact((self.ids.len() / 8).max(MIN_GROWTH) * dim);
         }
         self.ids.push(id);
         self.vectors.extend_from_slice(vector);
         let target = limits.coded_points(self.ids.len());
         while self.codes.len() < target {
             let Some(row) = self.row(self.codes.len(), dim) else { break };
-            let code = code_of(row, planes);
+            let code = code_of(row, planes.get_or_init(|| hyperplanes(dim)));
             self.codes.push(code);
         }
         self.grow_graph(dim, limits);
@@ -317,8 +317,10 @@ pub struct SegmentedIndex {
     bucket_ms: Millis,
     dim: usize,
     limits: Limits,
-    /// The codes' hyperplanes ([`hyperplanes`]).
-    planes: Vec<i8>,
+    /// The codes' hyperplanes ([`hyperplanes`]), made when a segment first
+    /// needs codes: 160 KB at 640 dimensions that a feed's index never
+    /// uses.
+    planes: OnceLock<Vec<i8>>,
     segments: BTreeMap<Millis, Segment>,
 }
 
@@ -346,7 +348,12 @@ impl SegmentedIndex {
     pub fn with_limits(bucket_ms: Millis, dim: usize, limits: Limits) -> Self {
         let dim = dim.max(1);
         let limits = Limits { coded: limits.coded.max(limits.scanned), ..limits };
-        Self { bucket_ms: bucket_ms.max(1), dim, limits, planes: hyperplanes(dim), segments: BTreeMap::new() }
+        Self { bucket_ms: bucket_ms.max(1), dim, limits, planes: OnceLock::new(), segments: BTreeMap::new() }
+    }
+
+    /// The codes' hyperplanes, made now if no segment needed them before.
+    fn planes(&self) -> &[i8] {
+        self.planes.get_or_init(|| hyperplanes(self.dim))
     }
 
     fn bucket(&self, time: Millis) -> Millis {
@@ -413,7 +420,7 @@ impl SegmentedIndex {
                 dots_i8(vector, &segment.vectors, &mut dots);
                 scanned.push(segment);
             } else if len <= self.limits.coded {
-                let query_code = query_code.get_or_insert_with(|| code_of(vector, &self.planes));
+                let query_code = query_code.get_or_insert_with(|| code_of(vector, self.planes()));
                 hamming_distances(query_code, &segment.codes, &mut distances);
                 coded.push(segment);
             } else {
@@ -647,6 +654,7 @@ mod tests {
             index.insert(id, 0, &unit(id, 16));
         }
         assert_eq!(codes(&index), 0, "a feed's segments have none");
+        assert!(index.planes.get().is_none(), "nor does their index make the hyperplanes");
         index.insert(32, 0, &unit(32, 16));
         assert_eq!(codes(&index), 2);
         for id in 33..64u64 {
@@ -660,7 +668,7 @@ mod tests {
         let segment = &index.segments[&0];
         assert_eq!(segment.codes.len(), segment.ids.len());
         for (row, code) in segment.codes.iter().enumerate() {
-            assert_eq!(*code, code_of(segment.row(row, 16).unwrap_or_default(), &index.planes), "row {row}");
+            assert_eq!(*code, code_of(segment.row(row, 16).unwrap_or_default(), index.planes()), "row {row}");
         }
     }
 
